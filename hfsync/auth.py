@@ -1,0 +1,43 @@
+"""Where the Hub token comes from, in the official client's order.
+
+`--token` beats `HF_TOKEN` (and the legacy `HUGGING_FACE_HUB_TOKEN`), which beats the token file
+(`HF_TOKEN_PATH`, default `$HF_HOME/token`). Reading the same places as `huggingface_hub` means a
+user who ran `hf auth login` is logged in for hfsync too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def hf_home() -> Path:
+    """`$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface"
+
+
+def resolve_token(explicit: str | None = None) -> str | None:
+    """The token to send, or None for anonymous access."""
+    if explicit:
+        return explicit.strip()
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value
+    token_path = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token").expanduser()
+    try:
+        value = token_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def redact(text: str, token: str | None) -> str:
+    """Remove the token from a message before it is shown or logged."""
+    if token and token in text:
+        text = text.replace(token, "***")
+    return text

@@ -1,0 +1,50 @@
+"""Retry policy shared by API calls and byte transfers: which failures are worth another try,
+and how long to wait before it.
+
+Exponential backoff with full jitter, so many chunks failing together do not retry in lockstep;
+a server's own `Retry-After` / `RateLimit: ...;r=0;t=N` always wins, because the Hub's rate
+limiter means it (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_RATELIMIT_T = re.compile(r"\br=(\d+).*?\bt=(\d+)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many tries an operation gets and how the wait between them grows."""
+
+    tries: int = 6
+    base_delay: float = float(os.environ.get("HFSYNC_BACKOFF_BASE", "0.5"))
+    max_delay: float = 8.0
+    max_server_wait: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter backoff for the given 0-based attempt number."""
+        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
+        return random.uniform(0, ceiling)
+
+
+def server_wait(headers: dict | None) -> float | None:
+    """Seconds the server asked us to wait (Retry-After or an exhausted RateLimit window)."""
+    if not headers:
+        return None
+    ratelimit = headers.get("RateLimit") or headers.get("ratelimit")
+    if ratelimit:
+        match = _RATELIMIT_T.search(ratelimit)
+        if match and int(match.group(1)) == 0:
+            return float(match.group(2)) + 1.0
+    retry_after = headers.get("Retry-After") or headers.get("retry-after")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,161 @@
+"""The sync orchestration: listing → scan → plan → transfers → deletes → finish.
+
+This is the library entry point (`hfsync.sync`); the CLI only parses options and renders the
+result. Ordering rules that keep a target trustworthy live here: the revision is pinned to one
+commit before anything else, deletes run only after every transfer succeeded, and a dry run
+writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HfsyncError, UsageError
+from .hub import REPO_TYPES, HubClient, RemoteFile
+from .plan import Plan, PlanOptions, make_plan
+from .targets.base import Target
+from .targets.local import LocalTarget
+from .transfer.jobs import NullProgress, ProgressSink, TransferConfig, TransferReport
+
+
+@dataclass
+class SyncResult:
+    """What a sync did (or, for a dry run, would do)."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+    target: str
+    plan: Plan
+    dry_run: bool
+    report: TransferReport | None = None
+    deleted: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    api_calls: int = 0
+
+    @property
+    def bytes_transferred(self) -> int:
+        return self.report.bytes_transferred if self.report else 0
+
+
+class DeleteLimitError(HfsyncError):
+    """More deletions were planned than `--max-delete` allows; none were made."""
+
+    exit_code = 1
+
+
+def sync(
+    repo_id: str,
+    dest: Path | str | None = None,
+    *,
+    repo_type: str = "model",
+    revision: str = "main",
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    delete: bool = False,
+    max_delete: int | None = None,
+    dry_run: bool = False,
+    checksum: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    config: TransferConfig | None = None,
+    cache_dir: Path | str | None = None,
+    progress: ProgressSink | None = None,
+    client: HubClient | None = None,
+    target: Target | None = None,
+) -> SyncResult:
+    """Make `dest` (or the HF cache) hold exactly the files of `repo_id` at `revision`."""
+    if repo_type not in REPO_TYPES:
+        raise UsageError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    started = time.monotonic()
+    config = config or TransferConfig()
+    client = client or HubClient(endpoint, token, pool_size=config.connections + 4)
+    target = target or make_target(repo_id, repo_type, dest, cache_dir)
+    progress = progress or NullProgress()
+    calls_before = client.api_calls
+
+    def run() -> SyncResult:
+        commit = client.resolve_revision(repo_id, repo_type, revision)
+        files = target.read_listing(commit)
+        fetched = False
+        if files is None:
+            files = client.list_files(repo_id, repo_type, commit)
+            fetched = True
+        remote = {remote_file.path: remote_file for remote_file in files}
+        state = target.scan(remote, checksum=checksum, all_files=delete)
+        plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete))
+        if fetched and not dry_run:
+            target.write_listing(commit, files)  # only a listing the planner accepted
+        result = SyncResult(repo_id, repo_type, revision, commit, target.description, plan, dry_run)
+        if not dry_run:
+            _apply(plan, result)
+        result.duration = time.monotonic() - started
+        result.api_calls = client.api_calls - calls_before
+        return result
+
+    def _apply(plan: Plan, result: SyncResult) -> None:
+        if max_delete is not None and len(plan.deletes) > max_delete:
+            # Checked before any byte moves so a surprising mass deletion is caught early.
+            raise DeleteLimitError(
+                f"{len(plan.deletes)} files would be deleted but --max-delete is {max_delete}; "
+                "nothing was changed"
+            )
+        for item in plan.refreshes:
+            target.mark_current(_remote(item.remote), plan.commit)
+        jobs = [
+            target.job(
+                _remote(item.remote),
+                plan.commit,
+                client.resolve_url(repo_id, repo_type, plan.commit, item.path),
+            )
+            for item in plan.transfers
+        ]
+        if jobs:
+            from .transfer import run_transfers
+
+            result.report = run_transfers(jobs, client, config, progress)
+            _raise_failures(result.report)
+        for item in plan.deletes:
+            target.delete(item.path)
+            result.deleted.append(item.path)
+        target.finish(plan.commit, revision)
+
+    if dry_run:
+        return run()
+    with target.lock():
+        return run()
+
+
+def make_target(
+    repo_id: str, repo_type: str, dest: Path | str | None, cache_dir: Path | str | None
+) -> Target:
+    """A local folder when DEST is given, else the HF cache."""
+    if dest is not None:
+        return LocalTarget(Path(dest))
+    from .targets.cache import CacheTarget
+
+    return CacheTarget(repo_id, repo_type, cache_dir)
+
+
+def _remote(remote: RemoteFile | None) -> RemoteFile:
+    assert remote is not None, "planned transfers always carry their remote file"
+    return remote
+
+
+def _raise_failures(report: TransferReport) -> None:
+    """Turn failed files into one error: the first failure's kind, with a count."""
+    failures = report.failures
+    if not failures:
+        return
+    first = failures[0].error or HfsyncError(f"{failures[0].job.path}: failed")
+    if not isinstance(first, HfsyncError):
+        first = HfsyncError(f"{failures[0].job.path}: {first}")
+    if len(failures) > 1:
+        message = f"{len(failures)} files failed; first: {first}"
+        error = type(first)(message)
+        error.exit_code = first.exit_code
+        raise error from first
+    raise first

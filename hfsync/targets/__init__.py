@@ -1,0 +1,1 @@
+"""Targets: where a sync writes (a local folder, the HF cache, later an SSH host)."""

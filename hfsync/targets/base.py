@@ -1,0 +1,91 @@
+"""The interface every target implements, and the lock file they share.
+
+A target answers "what do you hold?" (scan) and "put this verified file in place" (the finalize
+callback of a FileJob), so the sync orchestration never needs to know a target's layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import DiskError, LockedError, RemotePathError
+from ..hub import RemoteFile
+from ..plan import TargetFile
+from ..transfer.jobs import FileJob
+
+
+class Target(Protocol):
+    """What the sync orchestration needs from a destination."""
+
+    description: str
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive right to write this target; raises LockedError naming the holder."""
+
+    def read_listing(self, commit: str) -> list[RemoteFile] | None:
+        """A cached listing of `commit`, if the target keeps one."""
+
+    def write_listing(self, commit: str, files: list[RemoteFile]) -> None:
+        """Remember the listing of `commit` for the next run."""
+
+    def scan(
+        self, remote: Mapping[str, RemoteFile], *, checksum: bool, all_files: bool
+    ) -> dict[str, TargetFile]:
+        """The target's state for the remote paths (and every file it holds if `all_files`)."""
+
+    def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
+        """A FileJob whose part file and finalize step fit this target's layout."""
+
+    def mark_current(self, remote: RemoteFile, commit: str) -> None:
+        """Record that the held copy of `remote` is current (metadata only, no bytes)."""
+
+    def delete(self, path: str) -> None:
+        """Remove a file the source no longer has (`--delete`)."""
+
+    def finish(self, commit: str, revision: str) -> None:
+        """Called once after every transfer succeeded (e.g. the cache writes its ref last)."""
+
+
+@contextlib.contextmanager
+def lock_file(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on `path` for the duration; one sync per target at a time.
+
+    The holder's pid is written into the file so a second run can name it. flock is released
+    by the kernel when the process dies, so a SIGKILLed run never leaves a stale lock.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DiskError(f"cannot create lock file {path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise DiskError(f"cannot lock {path}: {exc.strerror}") from exc
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(
+                f"another hfsync (pid {holder}) is syncing {what}; try again when it finishes"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_inside(root: Path, path: Path) -> None:
+    """Refuse to write `path` when a symlinked folder would carry it outside `root`."""
+    real_root = os.path.realpath(root)
+    real_parent = os.path.realpath(path.parent)
+    if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+        raise RemotePathError(
+            f"refusing to write {path}: its folder resolves outside {root} (symlink escape)"
+        )

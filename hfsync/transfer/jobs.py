@@ -1,0 +1,95 @@
+"""The executor's input and output types: what to fetch, where to stage it, who to tell.
+
+Kept apart from the engine so targets, the sync orchestration and the CLI can speak about
+transfers without importing any of the machinery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class FileJob:
+    """One file to download and verify.
+
+    `etag` is the expected content id: 64 hex chars = sha256 of the content (LFS files),
+    40 hex chars = git blob sha1 (`sha1(b"blob %d\\0" % size + content)`, regular files).
+    `part_path` is where the target wants the bytes staged (same filesystem as the final path);
+    a resume journal lives beside it. `finalize(part_path)` is called once the file is complete
+    and verified; the target moves it into place atomically and records metadata.
+    """
+
+    path: str
+    size: int
+    etag: str
+    url: str
+    part_path: Path
+    finalize: Callable[[Path], None]
+
+
+@dataclass
+class TransferConfig:
+    """Knobs of the executor; defaults are chosen by `scripts/bench`."""
+
+    connections: int = 16
+    chunk_size: int = 16 * 1024 * 1024
+    max_tries: int = 6
+    bwlimit: float | None = None  # bytes per second across all connections
+    verify: bool = True
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one FileJob."""
+
+    job: FileJob
+    ok: bool
+    bytes_transferred: int = 0
+    error: Exception | None = None
+
+
+@dataclass
+class TransferReport:
+    """All outcomes of one executor run."""
+
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def bytes_transferred(self) -> int:
+        return sum(o.bytes_transferred for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+class ProgressSink(Protocol):
+    """Receives progress events; the CLI renders them (tqdm), the library stays silent."""
+
+    def start(self, total_bytes: int, jobs: list[FileJob]) -> None: ...
+
+    def advance(self, job: FileJob, nbytes: int) -> None: ...
+
+    def file_done(self, job: FileJob, ok: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    """A ProgressSink that shows nothing (`--quiet`, `--json`, library use)."""
+
+    def start(self, total_bytes: int, jobs: list[FileJob]) -> None:
+        pass
+
+    def advance(self, job: FileJob, nbytes: int) -> None:
+        pass
+
+    def file_done(self, job: FileJob, ok: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
