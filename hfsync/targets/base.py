@@ -35,9 +35,18 @@ class Target(Protocol):
         """Remember the listing of `commit` for the next run."""
 
     def scan(
-        self, remote: Mapping[str, RemoteFile], *, checksum: bool, all_files: bool
+        self,
+        remote: Mapping[str, RemoteFile],
+        *,
+        checksum: bool,
+        all_files: bool,
+        commit: str | None = None,
     ) -> dict[str, TargetFile]:
-        """The target's state for the remote paths (and every file it holds if `all_files`)."""
+        """The target's state for the remote paths (and every file it holds if `all_files`).
+
+        `commit` is the commit being synced; targets that keep one folder per commit (the HF
+        cache) need it to find their state, others ignore it.
+        """
 
     def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
         """A FileJob whose part file and finalize step fit this target's layout."""
@@ -82,10 +91,23 @@ def lock_file(path: Path, what: str) -> Iterator[None]:
 
 
 def ensure_inside(root: Path, path: Path) -> None:
-    """Refuse to write `path` when a symlinked folder would carry it outside `root`."""
+    """Refuse to write `path` when a symlinked folder would carry it outside `root`.
+
+    Checks the nearest folder that already exists, so it is safe to call before creating the
+    missing ones: folders created below a folder inside `root` stay inside.
+    """
     real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(path.parent)
-    if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+    existing = path.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    real = os.path.realpath(existing)
+    if real != real_root and not real.startswith(real_root + os.sep):
         raise RemotePathError(
             f"refusing to write {path}: its folder resolves outside {root} (symlink escape)"
         )
+
+
+def make_parents(root: Path, path: Path) -> None:
+    """Create `path`'s folders, after checking no symlink carries them outside `root`."""
+    ensure_inside(root, path)
+    path.parent.mkdir(parents=True, exist_ok=True)

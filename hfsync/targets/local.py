@@ -21,7 +21,7 @@ from ..hub import RemoteFile
 from ..plan import TargetFile, check_remote_path
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
-from .base import ensure_inside, lock_file
+from .base import ensure_inside, lock_file, make_parents
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -73,7 +73,12 @@ class LocalTarget:
         write_tree_cache(self.state_dir, commit, files)
 
     def scan(
-        self, remote: Mapping[str, RemoteFile], *, checksum: bool, all_files: bool
+        self,
+        remote: Mapping[str, RemoteFile],
+        *,
+        checksum: bool,
+        all_files: bool,
+        commit: str | None = None,
     ) -> dict[str, TargetFile]:
         paths = self._walk() if all_files else (p for p in remote if self.file_path(p).is_file())
         state: dict[str, TargetFile] = {}
@@ -180,8 +185,7 @@ class LocalTarget:
 
     def _place(self, done: Path, destination: Path) -> None:
         try:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            ensure_inside(self.root, destination)
+            make_parents(self.root, destination)
             if destination.is_dir() and not destination.is_symlink():
                 raise DiskError(f"cannot write {destination}: a folder is in the way")
             os.replace(done, destination)

@@ -1,0 +1,36 @@
+# hfsync developer commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test lint format demo bench bench-quick clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check hfsync tests scripts
+	$(VENV)/bin/ruff format --check hfsync tests scripts
+
+format: install
+	$(VENV)/bin/ruff format hfsync tests scripts
+	$(VENV)/bin/ruff check --fix hfsync tests scripts
+
+demo: install
+	$(PY) scripts/demo
+
+bench: install
+	$(PY) scripts/bench
+
+bench-quick: install
+	$(PY) scripts/bench --quick
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,450 @@
+"""The Hugging Face cache as a target, laid out exactly as `huggingface_hub` lays it out.
+
+`from_pretrained("gpt2")` reads the cache, not a folder, so filling the cache is what most users
+need (DESIGN §3, anchors §1.8). The layout is the state; nothing else is kept:
+
+    $HF_HUB_CACHE/
+      .locks/models--org--name/hfsync.lock     our per-repo lock (the official client's per-etag
+                                               locks live beside it)
+      models--org--name/
+        blobs/<etag>                           content, named by its content id
+        blobs/<etag>.incomplete(.journal)      our resumable part file (deterministic name)
+        snapshots/<commit>/<path>              relative symlink -> ../../blobs/<etag>
+        refs/<revision>                        the commit, no newline; written last, atomically
+        trees/<commit>.json                    the listing, in the official client's format
+
+A blob already present under its etag is linked, never downloaded again, which makes a second
+revision cost only its changed files.
+
+Without symlinks (Windows without the privilege, some network filesystems; detected once per
+cache dir, or forced with `HF_HUB_DISABLE_SYMLINKS=1` as in the official client) the official
+degraded form is written: a freshly downloaded blob is *moved* into the snapshot path (no second
+copy on disk) and an existing blob is *copied* there, since another snapshot may rely on it.
+
+Identity rules of `scan` (what counts as current, without downloading):
+- a snapshot symlink to `blobs/<id>` holds content `<id>` (the official client names blobs by
+  the verified etag); with `--checksum` the blob is hashed instead;
+- a snapshot entry that is a regular file (degraded form, or a copied cache) of the listed size
+  is current. Commits are immutable and a snapshot path is only ever filled with that commit's
+  file, so this is the trust the official client gives it too (`hf_hub_download` returns an
+  existing pointer path without looking inside). Hashing it on every run would make a no-op
+  re-sync cost minutes for big models and there is no metadata file to remember a hash in;
+  `--checksum` hashes it;
+- a missing snapshot entry whose content is already on disk (`blobs/<etag>`, or a degraded copy
+  in another snapshot whose cached listing names that etag) is current but unplaced: it is
+  reported without a commit, so the planner asks `mark_current` to link (or copy) it.
+
+`--delete` is a no-op here: every commit has its own snapshot folder, so a file the repo dropped
+is simply absent from the new snapshot; old snapshots and the blobs only they use are reclaimed
+by `hfsync cache prune`. `scan` therefore reports only the listed paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ..auth import hf_home
+from ..errors import DiskError, RemotePathError, UsageError
+from ..hashing import hash_file
+from ..hub import RemoteFile
+from ..plan import TargetFile, check_remote_path
+from ..transfer.jobs import FileJob
+from ..treecache import read_tree_cache, write_tree_cache
+from .base import ensure_inside, lock_file
+from .local import CACHEDIR_TAG
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_REPO_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
+
+_symlink_support: dict[str, bool] = {}
+_symlink_support_lock = threading.Lock()
+
+
+def env_true(name: str) -> bool:
+    """An environment flag as `huggingface_hub` reads it (1/ON/YES/TRUE, any case)."""
+    return os.environ.get(name, "").upper() in _TRUE
+
+
+def cache_root(cache_dir: Path | str | None = None) -> Path:
+    """`cache_dir`, else `HF_HUB_CACHE` (legacy `HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`."""
+    chosen = (
+        cache_dir
+        or os.environ.get("HF_HUB_CACHE")
+        or os.environ.get("HUGGINGFACE_HUB_CACHE")
+        or hf_home() / "hub"
+    )
+    return Path(os.path.expandvars(os.path.expanduser(str(chosen)))).absolute()
+
+
+def repo_folder_name(repo_id: str, repo_type: str) -> str:
+    """`models--org--name`, as `huggingface_hub.file_download.repo_folder_name` builds it."""
+    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise UsageError(f"invalid repo id {repo_id!r}: expected 'name' or 'org/name'")
+    return "--".join([f"{repo_type}s", *repo_id.split("/")])
+
+
+def symlinks_supported(root: Path) -> bool:
+    """Whether relative symlinks can be created in `root`; probed once per folder per process.
+
+    Honours `HF_HUB_DISABLE_SYMLINKS` like the official client, and probes the cache folder
+    itself (not /tmp) since support depends on the filesystem the cache lives on.
+    """
+    if env_true("HF_HUB_DISABLE_SYMLINKS"):
+        return False
+    key = os.path.realpath(root)
+    with _symlink_support_lock:
+        if key not in _symlink_support:
+            _symlink_support[key] = _probe_symlinks(Path(key))
+        return _symlink_support[key]
+
+
+def _probe_symlinks(root: Path) -> bool:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe_dir = Path(tempfile.mkdtemp(prefix=".hfsync-symlink-probe-", dir=root))
+    except OSError as exc:
+        raise DiskError(f"cannot write to {root}: {exc.strerror}") from exc
+    try:
+        (probe_dir / "src").touch()
+        os.symlink("src", probe_dir / "dst")
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def check_revision(revision: str) -> None:
+    """Refuse a revision that would write its ref outside `refs/` (e.g. `../x`)."""
+    parts = revision.split("/")
+    if (
+        not revision
+        or revision.startswith("/")
+        or "\\" in revision
+        or any(part in ("", ".", "..") for part in parts)
+        or any(ord(ch) < 32 for ch in revision)
+    ):
+        raise UsageError(f"invalid revision {revision!r}")
+
+
+class CacheTarget:
+    """One repo's storage folder in an HF cache, written like `huggingface_hub` writes it."""
+
+    def __init__(self, repo_id: str, repo_type: str, cache_dir: Path | str | None = None) -> None:
+        self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.root = cache_root(cache_dir)
+        self.folder_name = repo_folder_name(repo_id, repo_type)
+        self.storage = self.root / self.folder_name
+        self.blobs_dir = self.storage / "blobs"
+        self.snapshots_dir = self.storage / "snapshots"
+        self.refs_dir = self.storage / "refs"
+        self.locks_dir = self.root / ".locks" / self.folder_name
+        self.description = str(self.storage)
+        # Where scan found the content of a path that still has to be placed in the snapshot.
+        self._sources: dict[str, Path] = {}
+        self._commit: str | None = None
+        self._parts: dict[str, int] = {}
+        self._copies: dict[tuple[str, int], Path] | None = None
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def snapshot_dir(self, commit: str) -> Path:
+        if not _COMMIT.fullmatch(commit):
+            raise RemotePathError(f"refusing commit id {commit!r}: not a 40-hex sha")
+        return self.snapshots_dir / commit
+
+    def snapshot_path(self, commit: str, path: str) -> Path:
+        check_remote_path(path)
+        return self.snapshot_dir(commit).joinpath(*path.split("/"))
+
+    def blob_path(self, etag: str) -> Path:
+        if not etag or "/" in etag or "\\" in etag or etag.startswith("."):
+            raise RemotePathError(f"refusing content id {etag!r} as a blob name")
+        return self.blobs_dir / etag
+
+    def ref_path(self, revision: str) -> Path:
+        check_revision(revision)
+        return self.refs_dir.joinpath(*revision.split("/"))
+
+    def read_ref(self, revision: str) -> str | None:
+        """The commit `refs/<revision>` names, as the official client reads it (no strip)."""
+        try:
+            return self.ref_path(revision).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    def symlinks(self) -> bool:
+        return symlinks_supported(self.root)
+
+    # -- Target interface -------------------------------------------------------------------
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return lock_file(self.locks_dir / "hfsync.lock", self.description)
+
+    def read_listing(self, commit: str) -> list[RemoteFile] | None:
+        return read_tree_cache(self.storage, commit)
+
+    def write_listing(self, commit: str, files: list[RemoteFile]) -> None:
+        write_tree_cache(self.storage, commit, files)
+
+    def scan(
+        self,
+        remote: Mapping[str, RemoteFile],
+        *,
+        checksum: bool,
+        all_files: bool,
+        commit: str | None = None,
+    ) -> dict[str, TargetFile]:
+        """The state of each listed path in `commit`'s snapshot (see the module docstring)."""
+        self._commit = commit
+        self._sources = {}
+        self._copies = None
+        state: dict[str, TargetFile] = {}
+        for path, remote_file in remote.items():
+            try:
+                held = self._entry_state(path, remote_file, commit, checksum)
+                if held is None:
+                    held = self._source_state(path, remote_file, commit, checksum)
+            except OSError as exc:
+                raise DiskError(f"cannot read the cache entry of {path}: {exc.strerror}") from exc
+            if held is not None:
+                state[path] = held
+        return state
+
+    def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
+        destination = self.snapshot_path(commit, remote.path)
+        blob = self.blob_path(remote.etag)
+        # Deterministic so a rerun resumes it; a second file of the same content in this run
+        # gets its own part so two jobs never write one file.
+        nth = self._parts.get(remote.etag, 0)
+        self._parts[remote.etag] = nth + 1
+        part = blob.with_name(f"{blob.name}.{nth}.incomplete" if nth else f"{blob.name}.incomplete")
+
+        def finalize(done: Path) -> None:
+            with self._disk_errors(destination):
+                self._ensure_dirs(destination)
+                if self.symlinks():
+                    os.replace(done, blob)  # same content if a concurrent writer got there first
+                    self._link(blob, destination, new_blob=True)
+                else:
+                    os.replace(done, destination)  # moved, not copied: no second copy on disk
+
+        return FileJob(remote.path, remote.size, remote.etag, url, part, finalize)
+
+    def mark_current(self, remote: RemoteFile, commit: str) -> None:
+        """Place content that is already on disk into the snapshot: link it, or copy it."""
+        destination = self.snapshot_path(commit, remote.path)
+        source = self._sources.pop(remote.path, None)
+        with self._disk_errors(destination):
+            if source is None:
+                if os.path.lexists(destination):
+                    return  # already placed; a --checksum run merely confirmed it
+                source = self.blob_path(remote.etag)
+                if not source.is_file():
+                    raise DiskError(f"cannot place {remote.path}: its content left the cache")
+            self._ensure_dirs(destination)
+            blob = self.blob_path(remote.etag)
+            if self.symlinks():
+                if source != blob:
+                    self._copy(source, blob)
+                self._link(blob, destination, new_blob=False)
+            else:
+                self._copy(source, destination)
+
+    def delete(self, path: str) -> None:
+        """Remove `path` from the scanned commit's snapshot (never planned: see module doc)."""
+        if self._commit is None:
+            return
+        entry = self.snapshot_path(self._commit, path)
+        ensure_inside(self.snapshot_dir(self._commit), entry)
+        with self._disk_errors(entry), contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+
+    def finish(self, commit: str, revision: str) -> None:
+        """Make the snapshot visible under `refs/<revision>` — last, and atomically.
+
+        A reader that follows the ref (the official client in offline mode, `scan_cache_dir`)
+        therefore never sees a snapshot that is still being filled. A commit-sha revision gets
+        no ref, as with the official client.
+        """
+        snapshot = self.snapshot_dir(commit)
+        with self._disk_errors(snapshot):
+            snapshot.mkdir(parents=True, exist_ok=True)  # an empty selection is a snapshot too
+            tag = self.root / "CACHEDIR.TAG"
+            if not tag.exists():
+                tag.write_text(CACHEDIR_TAG)
+        if revision == commit:
+            return
+        ref = self.ref_path(revision)
+        if self.read_ref(revision) == commit:
+            return  # no write: the cache may be shared read-mostly
+        with self._disk_errors(ref):
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ensure_inside(self.refs_dir, ref)
+            tmp = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                tmp.write_text(commit, encoding="utf-8")
+                os.replace(tmp, ref)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    # -- scan internals ---------------------------------------------------------------------
+
+    def _entry_state(
+        self, path: str, remote: RemoteFile, commit: str | None, checksum: bool
+    ) -> TargetFile | None:
+        """What the snapshot entry of `path` holds, or None when there is none (or it dangles)."""
+        if commit is None:
+            return None
+        entry = self.snapshot_path(commit, path)
+        if not os.path.lexists(entry):
+            return None
+        blob_name = self._linked_blob(entry)
+        try:
+            stat = os.stat(entry)
+        except FileNotFoundError:
+            return None  # dangling link: as good as absent, the job replaces it
+        if not os.path.isfile(entry):
+            return TargetFile(path, -1)  # a folder or device is in the way: never "identical"
+        size = stat.st_size
+        if size != remote.size:
+            return TargetFile(path, size, blob_name, commit=commit)
+        if checksum:
+            return TargetFile(path, size, hash_file(entry, remote.etag), True, commit)
+        # A link names its content; a plain file of this commit is trusted by size.
+        return TargetFile(path, size, blob_name or remote.etag, commit=commit)
+
+    def _linked_blob(self, entry: Path) -> str | None:
+        """The blob name a snapshot symlink points at, if it points into this repo's blobs/."""
+        if not entry.is_symlink():
+            return None
+        target = os.path.normpath(os.path.join(entry.parent, os.readlink(entry)))
+        if os.path.dirname(target) != os.path.normpath(self.blobs_dir):
+            return None
+        return os.path.basename(target)
+
+    def _source_state(
+        self, path: str, remote: RemoteFile, commit: str | None, checksum: bool
+    ) -> TargetFile | None:
+        """The content of `path` found elsewhere in the cache: current, but not yet placed."""
+        source = self._find_content(remote, commit)
+        if source is None:
+            return None
+        self._sources[path] = source
+        if checksum:
+            return TargetFile(path, remote.size, hash_file(source, remote.etag), True)
+        return TargetFile(path, remote.size, remote.etag)
+
+    def _find_content(self, remote: RemoteFile, commit: str | None) -> Path | None:
+        blob = self.blob_path(remote.etag)
+        with contextlib.suppress(OSError):
+            if blob.is_file() and blob.stat().st_size == remote.size:
+                return blob
+        if self._copies is None:
+            self._copies = self._index_copies(commit)
+        return self._copies.get((remote.etag, remote.size))
+
+    def _index_copies(self, commit: str | None) -> dict[tuple[str, int], Path]:
+        """Degraded-form files of other snapshots, by (etag, size), from their cached listings.
+
+        Without symlinks a blob lives only inside the snapshot it was moved into; this index
+        lets a new revision copy it from there instead of downloading it again.
+        """
+        index: dict[tuple[str, int], Path] = {}
+        if not self.snapshots_dir.is_dir():
+            return index
+        for snapshot in sorted(self.snapshots_dir.iterdir()):
+            if snapshot.name == commit or not _COMMIT.fullmatch(snapshot.name):
+                continue
+            for listed in read_tree_cache(self.storage, snapshot.name) or []:
+                try:
+                    check_remote_path(listed.path)
+                except RemotePathError:
+                    continue
+                copy = snapshot.joinpath(*listed.path.split("/"))
+                with contextlib.suppress(OSError):
+                    if not copy.is_symlink() and copy.is_file():
+                        if copy.stat().st_size == listed.size:
+                            index.setdefault((listed.etag, listed.size), copy)
+        return index
+
+    # -- write internals --------------------------------------------------------------------
+
+    def _ensure_dirs(self, destination: Path) -> None:
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        ensure_inside(self.snapshots_dir, destination)
+        if destination.is_dir() and not destination.is_symlink():
+            raise DiskError(f"cannot write {destination}: a folder is in the way")
+
+    def _link(self, blob: Path, destination: Path, *, new_blob: bool) -> None:
+        """Point `destination` at `blob` with a relative link, as `_create_symlink` does.
+
+        A link that already points at the blob (a concurrent writer won the race) is success.
+        If the filesystem refuses the link after all, fall back to the degraded form.
+        """
+        relative = os.path.relpath(blob, destination.parent)
+        if self._points_at(destination, blob):
+            return
+        try:
+            os.symlink(relative, destination)
+            return
+        except FileExistsError:
+            if self._points_at(destination, blob):
+                return
+            # Something else is there (a stale file, a wrong link): swap atomically.
+            tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                os.symlink(relative, tmp)
+                os.replace(tmp, destination)
+                return
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if os.path.lexists(destination) and not os.path.isdir(destination):
+                    os.unlink(destination)
+        except OSError:
+            pass  # no symlinks here after all (e.g. EPERM across volumes)
+        if new_blob:
+            os.replace(blob, destination)
+        else:
+            self._copy(blob, destination)
+
+    @staticmethod
+    def _points_at(destination: Path, blob: Path) -> bool:
+        return destination.is_symlink() and os.path.realpath(destination) == os.path.realpath(blob)
+
+    def _copy(self, source: Path, destination: Path) -> None:
+        """Copy through a staging file in blobs/ so `destination` only ever holds whole files.
+
+        The staging name ends in `.incomplete`, so a crash leaves something `hf cache prune`
+        and `scan_cache_dir` recognise, and nothing stray inside a snapshot.
+        """
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.blobs_dir / f"copy-{uuid.uuid4().hex[:8]}.incomplete"
+        try:
+            shutil.copyfile(source, tmp)
+            with contextlib.suppress(OSError):
+                shutil.copymode(source, tmp)
+            os.replace(tmp, destination)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    @contextlib.contextmanager
+    def _disk_errors(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
