@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clirun import hfsync, user_files
 
 from hfsync.testing.hub import HubEmulator
+from tests.clirun import hfsync, user_files
 
 TOKEN = "hf_SeCrEtTokenValue1234567890"
 FILES = {"config.json": b"{}\n", "weights.bin": b"\1" * 1000}

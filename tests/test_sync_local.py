@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from clirun import downloads, hfsync, tree, user_files
 
 from hfsync.testing.hub import HubEmulator
+from tests.clirun import downloads, hfsync, tree, user_files
 
 REPO = "org/model"
 
