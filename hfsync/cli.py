@@ -216,6 +216,15 @@ def _progress():  # noqa: ANN202 - a ProgressSink
 @main.command()
 @click.argument("repo")
 @repo_options
+@click.option(
+    "--cache", "show_cache", is_flag=True, help="Show what the HF cache holds of REPO (offline)."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="HF cache for --cache (default: HF_HUB_CACHE).",
+)
 @handle_errors
 def info(
     repo: str,
@@ -225,8 +234,15 @@ def info(
     endpoint: str | None,
     as_json: bool,
     debug: bool,
+    show_cache: bool,
+    cache_dir: Path | None,
 ) -> None:
     """Show REPO's commit and files (size, LFS or not) without downloading anything."""
+    if show_cache or cache_dir is not None:
+        from .cli_cache import show_cache as print_cache
+
+        print_cache(cache_dir, repo, repo_type, as_json)
+        return
     client = HubClient(endpoint, token)
     commit = client.resolve_revision(repo, repo_type, revision)
     files = client.list_files(repo, repo_type, commit)
@@ -249,3 +265,7 @@ def info(
 
 
 __all__ = ["main"]
+
+from .cli_cache import cache  # noqa: E402
+
+main.add_command(cache)

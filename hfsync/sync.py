@@ -85,7 +85,7 @@ def sync(
             files = client.list_files(repo_id, repo_type, commit)
             fetched = True
         remote = {remote_file.path: remote_file for remote_file in files}
-        state = target.scan(remote, checksum=checksum, all_files=delete)
+        state = target.scan(remote, checksum=checksum, all_files=delete, commit=commit)
         plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete))
         if fetched and not dry_run:
             target.write_listing(commit, files)  # only a listing the planner accepted

@@ -58,7 +58,7 @@ from ..hub import RemoteFile
 from ..plan import TargetFile, check_remote_path
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
-from .base import ensure_inside, lock_file
+from .base import ensure_inside, lock_file, make_parents
 from .local import CACHEDIR_TAG
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -235,7 +235,7 @@ class CacheTarget:
                 self._ensure_dirs(destination)
                 if self.symlinks():
                     os.replace(done, blob)  # same content if a concurrent writer got there first
-                    self._link(blob, destination, new_blob=True)
+                    self._link(blob, destination)
                 else:
                     os.replace(done, destination)  # moved, not copied: no second copy on disk
 
@@ -257,7 +257,7 @@ class CacheTarget:
             if self.symlinks():
                 if source != blob:
                     self._copy(source, blob)
-                self._link(blob, destination, new_blob=False)
+                self._link(blob, destination)
             else:
                 self._copy(source, destination)
 
@@ -289,8 +289,8 @@ class CacheTarget:
         if self.read_ref(revision) == commit:
             return  # no write: the cache may be shared read-mostly
         with self._disk_errors(ref):
-            ref.parent.mkdir(parents=True, exist_ok=True)
-            ensure_inside(self.refs_dir, ref)
+            self.refs_dir.mkdir(parents=True, exist_ok=True)
+            make_parents(self.refs_dir, ref)
             tmp = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
             try:
                 tmp.write_text(commit, encoding="utf-8")
@@ -383,43 +383,42 @@ class CacheTarget:
 
     def _ensure_dirs(self, destination: Path) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        ensure_inside(self.snapshots_dir, destination)
+        self.snapshots_dir.mkdir(exist_ok=True)
+        make_parents(self.snapshots_dir, destination)
         if destination.is_dir() and not destination.is_symlink():
             raise DiskError(f"cannot write {destination}: a folder is in the way")
 
-    def _link(self, blob: Path, destination: Path, *, new_blob: bool) -> None:
+    def _link(self, blob: Path, destination: Path) -> None:
         """Point `destination` at `blob` with a relative link, as `_create_symlink` does.
 
-        A link that already points at the blob (a concurrent writer won the race) is success.
-        If the filesystem refuses the link after all, fall back to the degraded form.
+        If the filesystem refuses the link after all (e.g. EPERM across volumes), the cache is
+        treated as symlink-less from now on and this file gets the degraded form: a copy, not a
+        move, since other snapshots may already link the blob.
         """
-        relative = os.path.relpath(blob, destination.parent)
         if self._points_at(destination, blob):
             return
+        try:
+            self._symlink_over(os.path.relpath(blob, destination.parent), destination, blob)
+        except OSError:
+            with _symlink_support_lock:
+                _symlink_support[os.path.realpath(self.root)] = False
+            self._copy(blob, destination)
+
+    def _symlink_over(self, relative: str, destination: Path, blob: Path) -> None:
         try:
             os.symlink(relative, destination)
             return
         except FileExistsError:
             if self._points_at(destination, blob):
-                return
-            # Something else is there (a stale file, a wrong link): swap atomically.
-            tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                os.symlink(relative, tmp)
-                os.replace(tmp, destination)
-                return
-            except OSError:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                if os.path.lexists(destination) and not os.path.isdir(destination):
-                    os.unlink(destination)
-        except OSError:
-            pass  # no symlinks here after all (e.g. EPERM across volumes)
-        if new_blob:
-            os.replace(blob, destination)
-        else:
-            self._copy(blob, destination)
+                return  # a concurrent writer made the same link first: success
+        # Something else is there (a stale file, a wrong link): swap it atomically.
+        tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.symlink(relative, tmp)
+            os.replace(tmp, destination)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     @staticmethod
     def _points_at(destination: Path, blob: Path) -> bool:
