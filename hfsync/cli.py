@@ -161,7 +161,7 @@ def sync(
 
     Without DEST, fill the Hugging Face cache (as `from_pretrained` reads it).
     """
-    from .sync import sync as run_sync
+    from .orchestrate import sync as run_sync
 
     config = TransferConfig(
         connections=connections,

@@ -259,3 +259,13 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--chunk-size" in result.stderr
     assert hfsync("sync", "x/y", tmp_path, "--repo-type", "bucket").returncode == 2
+
+
+def test_library_api_without_the_cli(hub: HubEmulator, repo: dict, tmp_path: Path) -> None:
+    import hfsync
+
+    result = hfsync.sync(REPO, tmp_path / "lib", endpoint=hub.endpoint)
+    assert isinstance(result, hfsync.SyncResult)
+    assert result.plan.counts()["new"] == len(repo)
+    assert result.bytes_transferred == sum(len(v) for v in repo.values())
+    assert user_files(tmp_path / "lib") == repo
