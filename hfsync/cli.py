@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .auth import redact, resolve_token
 from .errors import HfsyncError, UsageError
-from .hub import REPO_TYPES, HubClient
+from .hub import REPO_TYPES, HubClient, validate_repo_id
 from .render import info_lines, parse_size, plan_lines, result_json, summary_line
 from .transfer.jobs import NullProgress, TransferConfig
 
@@ -244,7 +244,7 @@ def info(
         print_cache(cache_dir, repo, repo_type, as_json)
         return
     client = HubClient(endpoint, token)
-    commit = client.resolve_revision(repo, repo_type, revision)
+    commit = client.resolve_revision(validate_repo_id(repo), repo_type, revision)
     files = client.list_files(repo, repo_type, commit)
     if as_json:
         doc = {

@@ -38,6 +38,18 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 _SHA40 = re.compile(r"^[0-9a-f]{40}$")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+_REPO_ID = re.compile(r"[\w.\-]{1,96}(/[\w.\-]{1,96})?")
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Refuse a repo id that is not `name` or `org/name` in the Hub's alphabet.
+
+    It ends up in URLs and in cache folder names (`models--org--name`), so `..`, `--` and
+    extra slashes are rejected up front, as `huggingface_hub.validate_repo_id` does.
+    """
+    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise UsageError(f"invalid repo id {repo_id!r}: expected 'name' or 'org/name'")
+    return repo_id
 
 
 @dataclass(frozen=True)

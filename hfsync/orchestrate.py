@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HfsyncError, UsageError
-from .hub import REPO_TYPES, HubClient, RemoteFile
+from .hub import REPO_TYPES, HubClient, RemoteFile, validate_repo_id
 from .plan import Plan, PlanOptions, make_plan
 from .targets.base import Target
 from .targets.local import LocalTarget
@@ -70,6 +70,7 @@ def sync(
     """Make `dest` (or the HF cache) hold exactly the files of `repo_id` at `revision`."""
     if repo_type not in REPO_TYPES:
         raise UsageError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    validate_repo_id(repo_id)
     started = time.monotonic()
     config = config or TransferConfig()
     client = client or HubClient(endpoint, token, pool_size=config.connections + 4)

@@ -54,7 +54,7 @@ from pathlib import Path
 from ..auth import hf_home
 from ..errors import DiskError, RemotePathError, UsageError
 from ..hashing import hash_file
-from ..hub import RemoteFile
+from ..hub import RemoteFile, validate_repo_id
 from ..plan import TargetFile, check_remote_path
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
@@ -63,7 +63,6 @@ from .local import CACHEDIR_TAG
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-_REPO_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
 
 _symlink_support: dict[str, bool] = {}
 _symlink_support_lock = threading.Lock()
@@ -87,8 +86,7 @@ def cache_root(cache_dir: Path | str | None = None) -> Path:
 
 def repo_folder_name(repo_id: str, repo_type: str) -> str:
     """`models--org--name`, as `huggingface_hub.file_download.repo_folder_name` builds it."""
-    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
-        raise UsageError(f"invalid repo id {repo_id!r}: expected 'name' or 'org/name'")
+    validate_repo_id(repo_id)
     return "--".join([f"{repo_type}s", *repo_id.split("/")])
 
 
