@@ -39,7 +39,9 @@ class TransferConfig:
     chunk_size: int = 16 * 1024 * 1024
     max_tries: int = 6
     bwlimit: float | None = None  # bytes per second across all connections
-    verify: bool = True
+    verify: bool = True  # hash every file against its content id (size is always checked)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0  # a stalled connection is retried after this many seconds
 
 
 @dataclass

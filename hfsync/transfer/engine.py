@@ -1,0 +1,485 @@
+"""The executor: every chunk of every file through one pool of worker threads.
+
+Each worker holds (at most) one keep-alive connection from the session's pool and loops: take
+the next task, fetch its range with retries, write it with `pwrite`, journal it, and -- if it
+extended the file's finished prefix and nobody else is hashing that file -- hash the prefix.
+Whoever hashes the last byte verifies, fsyncs and hands the file to the target (`finalize`),
+so files land as soon as they are complete. Small files are queued first so configs and
+tokenizers arrive before the big weights.
+
+A server that answers a Range request with 200 gets one worker streaming the whole file from
+byte 0 instead (mirrors, proxies); the bytes are verified by size and hash the same way.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterable
+
+import requests
+
+from ..auth import redact
+from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
+from ..hub import HubClient
+from .download import Abandon, FileDownload, Task
+from .fetch import READ_ERRORS, BodyReader, Expired, Retryable, Timeouts, parse_content_range
+from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
+from .partfile import disk_error
+from .ratelimit import TokenBucket
+from .space import allocated_bytes, check_free_space, human
+from .verify import PrefixHasher
+
+MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
+READ_SIZE = 1024 * 1024  # per read: large enough that per-call overhead is noise
+_STOP_GRACE = 5.0
+
+
+def run_transfers(
+    jobs: Iterable[FileJob],
+    client: HubClient,
+    config: TransferConfig | None = None,
+    progress: ProgressSink | None = None,
+) -> TransferReport:
+    """Download and verify `jobs`; finalize each file as soon as it is complete.
+
+    One file's failure does not stop the others: its outcome carries the typed error. Raises
+    DiskError (before any request) when a filesystem lacks room, and Interrupted on Ctrl-C
+    (journals kept, so a rerun resumes). `progress` gets start/advance/file_done; closing it is
+    left to its owner, so one sink can span several runs.
+    """
+    engine = _Engine(list(jobs), client, config or TransferConfig(), progress or NullProgress())
+    return engine.run()
+
+
+class _TaskQueue:
+    """FIFO of tasks that can take urgent work at the front and be closed to stop workers."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Task] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, tasks: Iterable[Task], *, front: bool = False) -> None:
+        with self._cond:
+            if front:
+                self._items.extendleft(reversed(list(tasks)))
+            else:
+                self._items.extend(tasks)
+            self._cond.notify_all()
+
+    def get(self) -> Task | None:
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            return self._items.popleft()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _Attempts:
+    """Try counting for one task: bounded failures in a row, reset whenever bytes arrive."""
+
+    def __init__(self, engine: _Engine, file: FileDownload) -> None:
+        self.engine = engine
+        self.file = file
+        self.failures = 0
+        self.expiries = 0
+
+    def progress(self) -> None:
+        self.failures = 0
+        self.expiries = 0
+
+    def failed(self, exc: Retryable) -> None:
+        """Sleep before the next try, or raise NetworkError when the tries are used up."""
+        self.failures += 1
+        engine = self.engine
+        tries = engine.config.max_tries
+        if self.failures >= tries:
+            raise NetworkError(
+                redact(
+                    f"{self.file.job.path}: download failed after {tries} tries ({exc})",
+                    engine.client.token,
+                )
+            )
+        retry = engine.client.retry
+        delay = retry.delay(self.failures - 1) if exc.wait is None else exc.wait
+        if engine.stop.wait(min(delay, retry.max_server_wait)):
+            raise Abandon
+
+    def expired(self, exc: Expired) -> None:
+        self.expiries += 1
+        if self.expiries > self.engine.config.max_tries:
+            raise NetworkError(
+                f"{self.file.job.path}: the CDN keeps refusing freshly signed URLs (HTTP 403)"
+            )
+        self.file.source.invalidate(exc.url)
+
+
+class _Engine:
+    def __init__(
+        self, jobs: list[FileJob], client: HubClient, config: TransferConfig, progress: ProgressSink
+    ) -> None:
+        self.jobs = jobs
+        self.client = client
+        self.config = config
+        self.progress = progress
+        self.timeouts = Timeouts(config.connect_timeout, config.read_timeout)
+        self.bucket = TokenBucket(config.bwlimit) if config.bwlimit else None
+        self.read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
+        self.stop = threading.Event()
+        self.queue = _TaskQueue()
+        self.outcomes: list[FileOutcome | None] = [None] * len(jobs)
+        self._lock = threading.Lock()
+        self._remaining = 0
+        self._all_done = threading.Event()
+        self._interrupted = False
+        self._readers: dict[int, tuple[FileDownload, BodyReader]] = {}
+
+    # -- orchestration ----------------------------------------------------------------------
+
+    def run(self) -> TransferReport:
+        files: list[FileDownload] = []
+        session: requests.Session = self.client.session
+        for index, job in enumerate(self.jobs):
+            if job.size > MAX_HTTP_SIZE:
+                self.outcomes[index] = FileOutcome(
+                    job,
+                    ok=False,
+                    error=HfsyncError(
+                        f"{job.path}: {human(job.size)} is over the 50 GB limit of plain HTTP "
+                        "downloads; the Hub serves such files only through Xet"
+                    ),
+                )
+                continue
+            f = FileDownload(job, index, session, self.config.verify, self.config.chunk_size)
+            f.prepare()
+            files.append(f)
+        check_free_space(
+            (f.part.path, max(0, f.size - allocated_bytes(f.part.path))) for f in files
+        )
+        self.progress.start(sum(j.size for j in self.jobs), self.jobs)
+        for f in files:
+            if f.resumed:
+                self.progress.advance(f.job, f.resumed)
+        files.sort(key=lambda f: (f.size, f.index))  # small files first
+        tasks = [t for f in files for t in f.tasks(self.config.chunk_size)]
+        self._remaining = len(files)
+        if files:
+            self._work(tasks)
+        return TransferReport([o for o in self.outcomes if o is not None])
+
+    def _work(self, tasks: list[Task]) -> None:
+        self.queue.put(tasks)
+        # all connections even for few tasks: a refetch or a resumed file can add work later
+        count = max(1, self.config.connections)
+        workers = [
+            threading.Thread(target=self._worker, name=f"hfsync-transfer-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            while not self._all_done.wait(0.25):
+                if self._interrupted:
+                    raise KeyboardInterrupt
+                if not any(w.is_alive() for w in workers) and not self._all_done.is_set():
+                    raise HfsyncError("internal error: all transfer workers exited early")
+        except KeyboardInterrupt:
+            self._shutdown()
+            deadline = time.monotonic() + _STOP_GRACE
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+            raise Interrupted(
+                "interrupted; partial downloads are kept and a rerun resumes them"
+            ) from None
+        for worker in workers:
+            worker.join()
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        self.queue.close()
+        with self._lock:
+            readers = list(self._readers.values())
+        for _, reader in readers:
+            reader.abort()
+
+    def _end(self, f: FileDownload, ok: bool, error: BaseException | None = None) -> None:
+        with self._lock:
+            if f.ended:
+                return
+            with f.cond:
+                f.ended = True
+            self.outcomes[f.index] = FileOutcome(
+                f.job, ok=ok, bytes_transferred=f.received, error=error
+            )
+            self._remaining -= 1
+            last = self._remaining == 0
+        self.progress.file_done(f.job, ok)
+        if last:
+            self._all_done.set()  # before the queue closes, so no worker exits before it is set
+            self.queue.close()
+
+    def _fail(self, f: FileDownload, error: BaseException) -> None:
+        if f.ended:
+            return
+        if isinstance(error, IntegrityError):
+            f.discard()
+        self._end(f, False, error)
+        self._abort_readers(f)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        buf = memoryview(bytearray(READ_SIZE))  # reused for every read, write and hash
+        while True:
+            task = self.queue.get()
+            if task is None:
+                return
+            f = task.file
+            if f.is_stale(task):
+                continue
+            try:
+                self._run(task, buf)
+            except Abandon:
+                pass
+            except KeyboardInterrupt:
+                self._interrupted = True
+                self._shutdown()
+                return
+            except HfsyncError as exc:
+                self._fail(f, exc)
+            except Exception as exc:  # noqa: BLE001 - one file's bug must not kill the run
+                error = HfsyncError(f"{f.job.path}: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                self._fail(f, error)
+
+    def _check(self, task: Task) -> None:
+        if self.stop.is_set() or task.file.is_stale(task):
+            raise Abandon
+
+    def _run(self, task: Task, buf: memoryview) -> None:
+        f = task.file
+        with f.lease():
+            if task.end > task.start and not self._fetch_range(task, buf):
+                return  # the file switched to single-stream mode and was handled there
+            if f.complete(task) and f.drive_hasher(buf, self.stop):
+                self._finish(f, f.hasher.matches(), buf)
+
+    def _fetch_range(self, task: Task, buf: memoryview) -> bool:
+        """Fetch `[task.start, task.end)`, resuming from the last byte after a drop.
+
+        Returns False when the server ignored Range and this worker streamed the file instead.
+        Whatever landed before a failure or stop is journaled, so a rerun resumes from there.
+        """
+        f = task.file
+        attempts = _Attempts(self, f)
+        task.pos = task.start
+        read_buf = buf[: self.read_size]
+        try:
+            while task.pos < task.end:
+                self._check(task)
+                try:
+                    response = f.source.open(task.pos, task.end, self.timeouts)
+                except Expired as exc:
+                    attempts.expired(exc)
+                    continue
+                except Retryable as exc:
+                    attempts.failed(exc)
+                    continue
+                if response.status_code == 200:
+                    self._stream(task, response, buf)
+                    return False
+                before = task.pos
+                error = self._read_partial(task, response, read_buf)
+                if task.pos > before:
+                    attempts.progress()
+                if error is not None:
+                    attempts.failed(error)
+        except BaseException:
+            f.record(task.start, task.pos, task.generation)
+            raise
+        return True
+
+    def _read_partial(
+        self, task: Task, response: requests.Response, buf: memoryview
+    ) -> Retryable | None:
+        """Write a 206 body at its offset, advancing `task.pos`; the error that cut it short."""
+        f = task.file
+        pos = task.pos
+        header = response.headers.get("Content-Range")
+        parsed = parse_content_range(header)
+        if parsed is None or parsed[0] != pos or parsed[1] < pos:
+            response.close()
+            return Retryable(f"unexpected Content-Range {header!r} for offset {pos}")
+        _, last, total = parsed
+        if total is not None and total != f.size:
+            response.close()
+            raise IntegrityError(f"{f.job.path}: the server has {total} bytes, expected {f.size}")
+        end = min(last + 1, task.end)
+        reader = BodyReader(response)
+        complete = False
+        with f.writing():
+            self._register(f, reader)
+            try:
+                f.ranged_writes = True
+                while task.pos < end:
+                    self._check(task)
+                    view = buf[: min(len(buf), end - task.pos)]
+                    try:
+                        n = reader.readinto(view)
+                    except READ_ERRORS as exc:
+                        self._check(task)
+                        return Retryable(f"{type(exc).__name__}: {exc}")
+                    if n <= 0:
+                        return Retryable("connection closed before the end of the range")
+                    self._throttle(n)
+                    f.part.write(view[:n], task.pos)
+                    task.pos += n
+                    self._advance(f, n)
+                complete = end == last + 1
+                return None
+            finally:
+                self._unregister()
+                reader.finish(complete)
+
+    def _stream(self, task: Task, response: requests.Response, buf: memoryview) -> None:
+        """The server ignored Range: fetch the whole file as one stream from byte 0."""
+        f = task.file
+        generation = f.claim_stream()
+        if generation is None:
+            response.close()  # another worker streams this file already
+            return
+        task.generation = generation
+        self._abort_readers(f)
+        attempts = _Attempts(self, f)
+        read_buf = buf[: self.read_size]
+        while True:
+            hasher, error = self._read_stream(task, response, read_buf)
+            if error is None:
+                f.wait_for_writers(self.timeouts.read)
+                if f.ranged_writes:  # an older ranged write may have touched the file
+                    hasher = f.hash_from_disk(buf, self.stop)
+                if hasher.offset != f.size:
+                    raise IntegrityError(
+                        f"{f.job.path}: the server sent {hasher.offset} bytes, expected {f.size}"
+                    )
+                if hasher.matches() or f.refetched:
+                    self._finish(f, hasher.matches(), buf)
+                    return
+                f.refetched = True  # one refetch after a mismatch
+            else:
+                if hasher.offset:
+                    attempts.progress()
+                attempts.failed(error)
+            response = self._reopen_stream(task, attempts)
+
+    def _reopen_stream(self, task: Task, attempts: _Attempts) -> requests.Response:
+        f = task.file
+        while True:
+            self._check(task)
+            try:
+                response = f.source.open(0, None, self.timeouts)
+            except Expired as exc:
+                attempts.expired(exc)
+                continue
+            except Retryable as exc:
+                attempts.failed(exc)
+                continue
+            parsed = parse_content_range(response.headers.get("Content-Range"))
+            if response.status_code == 200 or (parsed and parsed[0] == 0):
+                return response
+            response.close()
+            attempts.failed(Retryable("unexpected partial response to a full GET"))
+
+    def _read_stream(
+        self, task: Task, response: requests.Response, buf: memoryview
+    ) -> tuple[PrefixHasher, Retryable | None]:
+        f = task.file
+        hasher = PrefixHasher(f.job.etag, f.size, self.config.verify)
+        length = response.headers.get("Content-Length")
+        if response.status_code == 200 and length and length.isdigit() and int(length) != f.size:
+            response.close()
+            raise IntegrityError(f"{f.job.path}: the server has {length} bytes, expected {f.size}")
+        reader = BodyReader(response)
+        complete = False
+        with f.writing():
+            self._register(f, reader)
+            try:
+                while True:
+                    self._check(task)
+                    try:
+                        n = reader.readinto(buf)
+                    except READ_ERRORS as exc:
+                        self._check(task)
+                        return hasher, Retryable(f"{type(exc).__name__}: {exc}")
+                    if n <= 0:
+                        break
+                    if hasher.offset + n > f.size:
+                        raise IntegrityError(
+                            f"{f.job.path}: the server sent more than the expected {f.size} bytes"
+                        )
+                    self._throttle(n)
+                    f.part.write(buf[:n], hasher.offset)
+                    hasher.update(buf[:n])
+                    self._advance(f, n)
+                complete = True
+            finally:
+                self._unregister()
+                reader.finish(complete)
+        if length and length.isdigit() and hasher.offset < int(length):
+            return hasher, Retryable("connection closed before the end of the file")
+        return hasher, None
+
+    def _finish(self, f: FileDownload, ok: bool, buf: memoryview) -> None:
+        """Verified (or not): finalize, refetch once, or fail with IntegrityError."""
+        if not ok:
+            if not f.refetched and not f.streaming:
+                self.queue.put(f.restart(self.config.chunk_size), front=True)
+                return
+            raise IntegrityError(
+                f"{f.job.path}: content does not match its id {f.job.etag} "
+                "(downloaded twice); nothing was written to the destination"
+            )
+        f.part.fsync()
+        if self.stop.is_set():
+            raise Abandon
+        try:
+            f.job.finalize(f.part.path)
+        except OSError as exc:
+            raise disk_error(exc, f.part.path, "move into place") from exc
+        f.journal.remove()
+        self._end(f, True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _advance(self, f: FileDownload, nbytes: int) -> None:
+        new = f.count(nbytes)
+        if new:
+            self.progress.advance(f.job, new)
+
+    def _throttle(self, nbytes: int) -> None:
+        if self.bucket is not None:
+            self.bucket.consume(nbytes, self.stop.wait)
+
+    def _register(self, f: FileDownload, reader: BodyReader) -> None:
+        with self._lock:
+            self._readers[threading.get_ident()] = (f, reader)
+
+    def _unregister(self) -> None:
+        with self._lock:
+            self._readers.pop(threading.get_ident(), None)
+
+    def _abort_readers(self, f: FileDownload) -> None:
+        """Unblock other workers reading bodies of `f` (it ended or switched mode)."""
+        me = threading.get_ident()
+        with self._lock:
+            readers = [r for ident, (g, r) in self._readers.items() if g is f and ident != me]
+        for reader in readers:
+            reader.abort()

@@ -1,0 +1,104 @@
+"""The staging file a download writes into: preallocated, written with `pwrite` at offsets.
+
+Positional writes let many connections fill one file without seeking or a shared file position.
+Every OS error is turned into a DiskError naming the file, so ENOSPC / EDQUOT / EACCES mid-way
+become a clean exit 6 and leave the journal for a resume.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from ..errors import DiskError
+from .space import human
+
+_NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def disk_error(exc: OSError, path: Path, action: str) -> DiskError:
+    """A one-line DiskError for an OSError raised while touching `path`."""
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    else:
+        reason = exc.strerror or str(exc)
+    return DiskError(f"{path}: cannot {action}: {reason}; partial download kept for resume")
+
+
+class PartFile:
+    """An open part file. Not thread-safe to open/close; `write`/`read_into` may run in parallel."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.fd: int | None = None
+
+    def open(self, *, fresh: bool) -> None:
+        """Open (creating the folder), and preallocate `size` bytes; `fresh` drops old content."""
+        if self.fd is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            current = os.fstat(self.fd).st_size
+            if fresh and current:
+                os.ftruncate(self.fd, 0)
+                current = 0
+            if current > self.size:
+                os.ftruncate(self.fd, self.size)
+            elif current < self.size:
+                self._preallocate()
+        except OSError as exc:
+            self.close()
+            raise disk_error(exc, self.path, f"allocate {human(self.size)}") from exc
+
+    def _preallocate(self) -> None:
+        assert self.fd is not None
+        try:
+            os.posix_fallocate(self.fd, 0, self.size)
+        except OSError as exc:
+            if exc.errno not in _NOT_SUPPORTED:
+                raise
+            os.ftruncate(self.fd, self.size)  # sparse: space is taken as bytes arrive
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """Write all of `data` at `offset`."""
+        assert self.fd is not None
+        try:
+            while data:
+                n = os.pwrite(self.fd, data, offset)
+                data = data[n:]
+                offset += n
+        except OSError as exc:
+            raise disk_error(exc, self.path, "write") from exc
+
+    def read_into(self, buf: memoryview, offset: int) -> int:
+        """Read up to len(buf) bytes at `offset` (the hasher reads back what was written)."""
+        assert self.fd is not None
+        try:
+            return os.preadv(self.fd, [buf], offset)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "read back") from exc
+
+    def fsync(self) -> None:
+        assert self.fd is not None
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "flush") from exc
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def remove(self) -> None:
+        """Delete the part (integrity failure: nothing unverified may stay around)."""
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

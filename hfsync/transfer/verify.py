@@ -1,0 +1,60 @@
+"""Content ids and the prefix hasher that verifies a file while it downloads.
+
+The Hub's content id is the sha256 of the bytes for LFS files (64 hex) and the git blob sha1
+(`sha1(b"blob <size>\\0" + bytes)`, 40 hex) for regular files. Hashing the contiguous prefix as
+chunks land overlaps verification with the transfer, so little is left to hash at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def new_content_hash(etag: str, size: int) -> hashlib._Hash | None:
+    """A fresh hash object matching the kind of `etag`, or None when `etag` is not a content id."""
+    etag = etag.lower()
+    if _HEX64.match(etag):
+        return hashlib.sha256()
+    if _HEX40.match(etag):
+        h = hashlib.sha1()
+        h.update(b"blob %d\0" % size)
+        return h
+    return None
+
+
+class PrefixHasher:
+    """Hashes a file's bytes in order; `offset` is how far it got.
+
+    With `enabled=False` (`--no-verify`, or an etag that is not a content id) it only tracks the
+    offset, so the engine's bookkeeping is the same either way.
+    """
+
+    def __init__(self, etag: str, size: int, enabled: bool = True) -> None:
+        self.etag = etag.lower()
+        self.size = size
+        self._hash = new_content_hash(etag, size) if enabled else None
+        self.offset = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._hash is not None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._hash is not None:
+            self._hash.update(data)
+        self.offset += len(data)
+
+    def skip_to(self, offset: int) -> None:
+        """Advance without hashing (only when disabled)."""
+        assert self._hash is None
+        self.offset = offset
+
+    def matches(self) -> bool:
+        """True when everything was hashed and the digest is the expected id (or hashing is off)."""
+        if self.offset != self.size:
+            return False
+        return self._hash is None or self._hash.hexdigest() == self.etag
