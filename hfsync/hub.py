@@ -136,6 +136,7 @@ class HubClient:
         self.session.headers.update(
             {"User-Agent": f"hfsync/{__version__}", "Accept-Encoding": "identity"}
         )
+        _configure_environment(self.session)
         self.api_calls = 0
 
     # -- URLs -------------------------------------------------------------------------------
@@ -234,6 +235,23 @@ class HubClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _configure_environment(session: requests.Session) -> None:
+    """Skip requests' per-request scan of proxy variables and ~/.netrc when no proxy is set.
+
+    That scan costs about a fifth of the client time of a small-file request, and ~/.netrc
+    credentials have no business on Hub or CDN requests. A custom CA bundle still applies.
+    """
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+        return
+    session.trust_env = False
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
 
 
 def _remote_file(entry: dict) -> RemoteFile:
