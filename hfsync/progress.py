@@ -18,6 +18,7 @@ from .transfer.jobs import FileJob
 
 LARGE_FILE = 64 * 1024 * 1024  # files at least this big get their own bar
 MAX_FILE_BARS = 6  # more concurrent bars than this would scroll the aggregate bar away
+TICK = 0.5  # seconds between redraws when no bytes arrive (slow links read 1 MiB at a time)
 
 
 class TqdmProgress:
@@ -42,6 +43,8 @@ class TqdmProgress:
         self._files = 0
         self._done = 0
         self._failed = 0
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def start(self, total_bytes: int, jobs: list[FileJob]) -> None:
         with self._lock:
@@ -49,6 +52,17 @@ class TqdmProgress:
                 self._total.close()
             self._files, self._done, self._failed = len(jobs), 0, 0
             self._total = self._bar(total_bytes, self._desc(), leave=True)
+            if self.enabled and self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        """Redraw on a timer, so finished small files, rate and ETA show without new bytes."""
+        while not self._stop.wait(TICK):
+            with self._lock:
+                for bar in (self._total, *self._bars.values()):
+                    if bar is not None:
+                        bar.refresh()
 
     def advance(self, job: FileJob, nbytes: int) -> None:
         with self._lock:
@@ -73,6 +87,10 @@ class TqdmProgress:
                 self._total.set_description_str(self._desc(), refresh=False)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         with self._lock:
             for bar in self._bars.values():
                 bar.close()
