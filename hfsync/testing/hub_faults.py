@@ -73,6 +73,9 @@ class Faults:
     corrupt_offset: int | None = None  # absolute file offset; None = middle of the body
     status_errors: list[InjectedStatus] = field(default_factory=list)
     expire_urls: bool = False  # CDN answers 403 "Request has expired" to every signed URL
+    # After this many more CDN requests, every URL issued so far expires (once): a deterministic
+    # "signed URL expired mid-download" for tests that drive the CLI from outside.
+    expire_after_cdn_requests: int | None = None
     url_ttl: float | None = None  # overrides HubEmulator.url_ttl for URLs issued from now on
     ignore_range: bool = False
     mirror_mode: bool = False
@@ -116,6 +119,17 @@ class Faults:
             self.corrupt_count, self.corrupt_offset = count, offset
 
     # ---- used by the server -----------------------------------------------------------------
+
+    def take_expiry(self) -> bool:
+        """Count one CDN request; True exactly when the expire-after countdown reaches zero."""
+        with self._lock:
+            if self.expire_after_cdn_requests is None:
+                return False
+            self.expire_after_cdn_requests -= 1
+            if self.expire_after_cdn_requests > 0:
+                return False
+            self.expire_after_cdn_requests = None
+            return True
 
     def take_status(self, server: str, path: str, method: str) -> InjectedStatus | None:
         """The injected error for this request, if one matches (consumes one use)."""

@@ -424,6 +424,8 @@ class CdnHandler(BaseHandler):
         origin = self.hub._signer.issued.get(query.get("X-Amz-Signature", ""))
         if origin is not None:
             self.rec.repo_type, self.rec.repo_id, self.rec.file_path = origin
+        if self.hub.faults.take_expiry():
+            self.hub.expire_all_urls()
         reason = "Request has expired" if self.hub.faults.expire_urls else None
         reason = reason or self.hub._signer.check(path, query)
         if reason:
