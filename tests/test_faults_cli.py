@@ -120,3 +120,13 @@ def test_network_that_keeps_failing_exits_4_then_a_rerun_completes(
     again = hfsync("sync", REPO, dest, *CHUNK_ARGS)
     assert again.returncode == 0, again.stderr
     assert user_files(dest) == repo
+
+
+def test_not_enough_space_exits_6_before_downloading(
+    hub: HubEmulator, hf_env: Path, tmpfs: Path
+) -> None:
+    hub.commit("org/big", files={"weights.safetensors": os.urandom(6 * 1024 * 1024)})
+    result = hfsync("sync", "org/big", tmpfs / "dest")
+    assert result.returncode == 6, result.stderr
+    assert "space" in result.stderr
+    assert not [r for r in hub.log if r.server == "cdn"], "nothing downloaded"

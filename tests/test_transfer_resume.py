@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -175,22 +174,6 @@ def test_enospc_mid_way_is_a_disk_error_and_resumable(
     ok(big.run())
     big.assert_exact()
     assert sum(r.body_bytes for r in cdn_gets(big.hub, t0)) <= SIZE - have + CHUNK
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Path:
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_real_full_filesystem(hub: HubEmulator, tmp_path: Path, tmpfs: Path) -> None:
