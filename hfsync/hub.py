@@ -30,7 +30,7 @@ from .errors import (
     RevisionNotFoundError,
     UsageError,
 )
-from .retry import RETRYABLE_STATUS, RetryPolicy, server_wait
+from .retry import RETRYABLE_STATUS, RetryPolicy, describe, server_wait
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 REPO_TYPES = ("model", "dataset", "space")
@@ -213,7 +213,7 @@ class HubClient:
                     timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 )
             except requests.RequestException as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+                last_error = describe(exc)
                 self._sleep(attempt, None)
                 continue
             if response.status_code in RETRYABLE_STATUS:
@@ -224,7 +224,11 @@ class HubClient:
                 raise hub_error(response, what)
             return response
         raise NetworkError(
-            redact(f"{what}: giving up after {self.retry.tries} tries ({last_error})", self.token)
+            redact(
+                f"{what}: giving up after {self.retry.tries} tries at {self.endpoint} "
+                f"({last_error})",
+                self.token,
+            )
         )
 
     def _sleep(self, attempt: int, wait: float | None) -> None:

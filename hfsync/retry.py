@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _RATELIMIT_T = re.compile(r"\br=(\d+).*?\bt=(\d+)")
+_CONN_PREFIX = re.compile(r"^<?\w*HTTPS?Connection(?:Pool)?\b[^:]*?>?:\s*")
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,18 @@ def server_wait(headers: dict | None) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def describe(exc: BaseException, limit: int = 160) -> str:
+    """A short one-line cause of a network error: the innermost reason, without the
+    `HTTPSConnectionPool(host=..., port=...): Max retries exceeded ...` wrapping of requests."""
+    reason = exc
+    for _ in range(6):
+        inner = getattr(reason, "reason", None)
+        if not isinstance(inner, BaseException) and reason.args:
+            inner = reason.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        reason = inner
+    text = _CONN_PREFIX.sub("", str(reason)).strip() or type(reason).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -23,7 +23,7 @@ import urllib3.exceptions
 
 from ..errors import HfsyncError, IntegrityError
 from ..hub import hub_error
-from ..retry import RETRYABLE_STATUS, server_wait
+from ..retry import RETRYABLE_STATUS, describe, server_wait
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOPS = 10
@@ -160,7 +160,7 @@ class Source:
                 timeout=(timeouts.connect, timeouts.read),
             )
         except requests.RequestException as exc:
-            raise Retryable(f"{type(exc).__name__}: {_short(exc)}") from exc
+            raise Retryable(describe(exc)) from exc
 
     def _check(self, response: requests.Response) -> requests.Response:
         status = response.status_code
@@ -180,11 +180,6 @@ class Source:
 
 def _range(start: int, end: int | None) -> str:
     return f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."
 
 
 def _discard(response: requests.Response) -> None:
