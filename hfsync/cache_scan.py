@@ -23,8 +23,6 @@ held is kept.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DiskError, NotFoundError
+from .targets.base import try_lock
 
 REPO_PREFIXES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 LOCK_NAME = "hfsync.lock"
@@ -331,30 +330,9 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def _try_lock(path: Path, dry_run: bool, *, mark: bool = False) -> Iterator[bool]:
-    """Hold `path`'s flock if free (yield True), else yield False; a dry run takes no lock.
-
-    `mark` writes our pid into it, as `targets.base.lock_file` does, so a sync that finds the
-    repo busy can name us.
-    """
+    """`targets.base.try_lock`, except that a dry run takes no lock (and creates no file)."""
     if dry_run:
         yield True
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
-    except OSError as exc:
-        raise DiskError(f"cannot create lock file {path}: {exc.strerror}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise DiskError(f"cannot lock {path}: {exc.strerror}") from exc
-            yield False
-            return
-        if mark:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield True
-    finally:
-        os.close(fd)
+    with try_lock(path, mark=mark) as held:
+        yield held

@@ -20,8 +20,9 @@ from . import __version__
 from .auth import redact, resolve_token
 from .errors import HfsyncError, UsageError
 from .hub import REPO_TYPES, HubClient, validate_repo_id
-from .render import info_lines, parse_size, plan_lines, result_json, summary_line
+from .render import info_lines, plan_lines, result_json, summary_line
 from .transfer.jobs import NullProgress, TransferConfig
+from .units import parse_size
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_CHUNK = "16M"

@@ -14,8 +14,8 @@ import click
 from .cache_scan import CacheInfo, FileEntry, PruneResult, RepoInfo, prune, scan_cache
 from .cli import handle_errors
 from .hub import REPO_TYPES
-from .render import human_size
 from .targets.cache import cache_root, repo_folder_name
+from .units import human_size
 
 
 def cache_dir_option(func: Any) -> Any:

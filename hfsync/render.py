@@ -1,39 +1,13 @@
-"""Turning results into what a person or a program reads: sizes, plans, summaries, JSON.
+"""Turning results into what a person or a program reads: plans, summaries, JSON.
 
 Pure functions of the result objects, so output formats are testable without running a sync.
 """
 
 from __future__ import annotations
 
-import re
-
-from .errors import UsageError
 from .hub import RemoteFile
 from .plan import Action, Plan
-
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
-
-def human_size(size: float) -> str:
-    """1536 -> '1.5 KiB'; binary units, as `du -h` and `hf cache ls` show them."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
-def parse_size(text: str, option: str) -> int:
-    """'16M', '1.5G', '4096', '10MiB' -> bytes; a clear usage error otherwise."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"{option}: cannot read {text!r} as a size (examples: 512K, 16M, 2G)")
-    value = float(match.group(1)) * _UNITS[match.group(2).upper()]
-    if value <= 0:
-        raise UsageError(f"{option}: must be greater than zero")
-    return int(value)
-
+from .units import human_size
 
 _VERB = {
     Action.NEW: "new",

@@ -62,11 +62,12 @@ class Target(Protocol):
 
 
 @contextlib.contextmanager
-def lock_file(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive flock on `path` for the duration; one sync per target at a time.
+def try_lock(path: Path, *, mark: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` if it is free (yield True), else yield False.
 
-    The holder's pid is written into the file so a second run can name it. flock is released
-    by the kernel when the process dies, so a SIGKILLed run never leaves a stale lock.
+    `mark` writes our pid into the file so a run that finds it busy can name the holder. flock
+    is released by the kernel when the process dies, so a SIGKILLed run never leaves a stale
+    lock behind.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,15 +80,29 @@ def lock_file(path: Path, what: str) -> Iterator[None]:
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise DiskError(f"cannot lock {path}: {exc.strerror}") from exc
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(
-                f"another hfsync (pid {holder}) is syncing {what}; try again when it finishes"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+            yield False
+            return
+        if mark:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield True
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def lock_file(path: Path, what: str) -> Iterator[None]:
+    """One sync per target at a time: hold `path`'s lock, or fail naming the holder's pid."""
+    with try_lock(path) as held:
+        if not held:
+            try:
+                holder = path.read_text(errors="replace").strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise LockedError(
+                f"another hfsync (pid {holder}) is syncing {what}; try again when it finishes"
+            )
+        yield
 
 
 def ensure_inside(root: Path, path: Path) -> None:

@@ -23,12 +23,13 @@ import requests
 from ..auth import redact
 from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
 from ..hub import HubClient
+from ..units import human_size
 from .download import Abandon, FileDownload, Task
 from .fetch import READ_ERRORS, BodyReader, Expired, Retryable, Timeouts, parse_content_range
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
 from .partfile import disk_error
 from .ratelimit import TokenBucket
-from .space import allocated_bytes, check_free_space, human
+from .space import allocated_bytes, check_free_space
 from .verify import PrefixHasher
 
 MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
@@ -153,7 +154,7 @@ class _Engine:
                     job,
                     ok=False,
                     error=HfsyncError(
-                        f"{job.path}: {human(job.size)} is over the 50 GB limit of plain HTTP "
+                        f"{job.path}: {human_size(job.size)} is over the 50 GB limit of plain HTTP "
                         "downloads; the Hub serves such files only through Xet"
                     ),
                 )

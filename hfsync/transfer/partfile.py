@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import DiskError
-from .space import human
+from ..units import human_size
 
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
@@ -53,7 +53,7 @@ class PartFile:
                 self._preallocate()
         except OSError as exc:
             self.close()
-            raise disk_error(exc, self.path, f"allocate {human(self.size)}") from exc
+            raise disk_error(exc, self.path, f"allocate {human_size(self.size)}") from exc
 
     def _preallocate(self) -> None:
         assert self.fd is not None

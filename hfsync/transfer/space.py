@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import DiskError
+from ..units import human_size
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -22,14 +23,6 @@ def allocated_bytes(path: Path) -> int:
         return os.stat(path).st_blocks * 512
     except (FileNotFoundError, AttributeError):
         return 0
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def check_free_space(needs: Iterable[tuple[Path, int]]) -> None:
@@ -51,6 +44,6 @@ def check_free_space(needs: Iterable[tuple[Path, int]]) -> None:
         available = st.f_bavail * st.f_frsize
         if needed > available:
             raise DiskError(
-                f"not enough disk space in {anchor}: need {human(needed)} ({needed} bytes), "
-                f"available {human(available)} ({available} bytes)"
+                f"not enough disk space in {anchor}: need {human_size(needed)} ({needed} bytes), "
+                f"available {human_size(available)} ({available} bytes)"
             )
