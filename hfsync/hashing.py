@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 READ_SIZE = 8 * 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
-def new_hasher(etag: str, size: int):
-    """A hashlib object that, fed the file's bytes, yields `etag` when they are right."""
-    if len(etag) == 64:
+def new_hasher(etag: str, size: int):  # noqa: ANN201 - a hashlib object
+    """A hashlib object that, fed the file's bytes, yields `etag` when they are right;
+    None when `etag` is not a content id (then nothing can be verified against it)."""
+    etag = etag.lower()
+    if _HEX64.match(etag):
         return hashlib.sha256()
-    if len(etag) == 40:
+    if _HEX40.match(etag):
         hasher = hashlib.sha1()
         hasher.update(b"blob %d\0" % size)
         return hasher
-    raise ValueError(f"unknown content id format: {etag!r}")
+    return None
 
 
 def file_matches(path: Path, etag: str) -> bool:
@@ -33,6 +38,8 @@ def hash_file(path: Path, like_etag: str) -> str:
     """The content id of the file, of the same kind as `like_etag`."""
     size = os.stat(path).st_size
     hasher = new_hasher(like_etag, size)
+    if hasher is None:
+        raise ValueError(f"unknown content id format: {like_etag!r}")
     with open(path, "rb", buffering=0) as handle:
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)

@@ -7,36 +7,20 @@ chunks land overlaps verification with the transfer, so little is left to hash a
 
 from __future__ import annotations
 
-import hashlib
-import re
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-
-
-def new_content_hash(etag: str, size: int) -> hashlib._Hash | None:
-    """A fresh hash object matching the kind of `etag`, or None when `etag` is not a content id."""
-    etag = etag.lower()
-    if _HEX64.match(etag):
-        return hashlib.sha256()
-    if _HEX40.match(etag):
-        h = hashlib.sha1()
-        h.update(b"blob %d\0" % size)
-        return h
-    return None
+from ..hashing import new_hasher
 
 
 class PrefixHasher:
     """Hashes a file's bytes in order; `offset` is how far it got.
 
-    With `enabled=False` (`--no-verify`, or an etag that is not a content id) it only tracks the
-    offset, so the engine's bookkeeping is the same either way.
+    With `enabled=False` (`TransferConfig.verify=False`, or an etag that is not a content id)
+    it only tracks the offset, so the engine's bookkeeping is the same either way.
     """
 
     def __init__(self, etag: str, size: int, enabled: bool = True) -> None:
         self.etag = etag.lower()
         self.size = size
-        self._hash = new_content_hash(etag, size) if enabled else None
+        self._hash = new_hasher(etag, size) if enabled else None
         self.offset = 0
 
     @property
