@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cache_scan import CacheInfo, FileEntry, PruneResult, RepoInfo, prune, scan_cache
 from .cli import handle_errors
 from .hub import REPO_TYPES
-from .targets.cache import cache_root, repo_folder_name
 from .units import human_size
+
+if TYPE_CHECKING:  # the cache machinery loads only when a cache command runs
+    from .cache_scan import CacheInfo, FileEntry, PruneResult, RepoInfo
 
 
 def cache_dir_option(func: Any) -> Any:
@@ -29,6 +30,8 @@ def cache_dir_option(func: Any) -> Any:
 
 def repo_filter(repo: str | None, repo_type: str) -> str | None:
     """The storage folder name REPO maps to, or None for every repo."""
+    from .targets.cache import repo_folder_name
+
     return repo_folder_name(repo, repo_type) if repo else None
 
 
@@ -127,6 +130,9 @@ def ls(
 
 def show_cache(cache_dir: Path | None, repo: str | None, repo_type: str, as_json: bool) -> None:
     """Print the cache listing (also used by `hfsync info --cache`)."""
+    from .cache_scan import scan_cache
+    from .targets.cache import cache_root
+
     root = cache_root(cache_dir)
     info = scan_cache(root, only=repo_filter(repo, repo_type))
     if as_json:
@@ -174,6 +180,9 @@ def prune_command(
     debug: bool,
 ) -> None:
     """Remove detached revisions and the blobs no remaining snapshot links to."""
+    from .cache_scan import prune
+    from .targets.cache import cache_root
+
     root = cache_root(cache_dir)
     result = prune(
         root,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import HfsyncError, UsageError
 from .hub import REPO_TYPES, HubClient, RemoteFile, validate_repo_id
-from .plan import Plan, PlanOptions, make_plan
+from .plan import Plan, PlanOptions, check_listing, make_plan
 from .targets.base import Target
 from .targets.local import LocalTarget
 from .transfer.jobs import NullProgress, ProgressSink, TransferConfig, TransferReport
@@ -85,6 +85,7 @@ def sync(
         if files is None:
             files = client.list_files(repo_id, repo_type, commit)
             fetched = True
+        check_listing(files)  # before the target is even looked at
         remote = {remote_file.path: remote_file for remote_file in files}
         state = target.scan(remote, checksum=checksum, all_files=delete, commit=commit)
         plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete))

@@ -7,11 +7,13 @@ unchanged live in one place that tests can exercise with plain data (DESIGN §2,
 from __future__ import annotations
 
 import fnmatch
+import functools
+import ntpath
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import PurePosixPath, PureWindowsPath
 
 from .errors import RemotePathError
 from .hub import RemoteFile
@@ -91,12 +93,17 @@ class Plan:
         return {action.value: counter.get(action.value, 0) for action in Action}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def check_remote_path(path: str) -> None:
     """Refuse a repo path that could land outside the destination on any OS.
 
     Remote listings are untrusted: `..`, absolute, drive/UNC paths, backslashes, NUL and empty
     segments are rejected before anything is written (as `huggingface_hub` does, plus the
-    characters that would make the POSIX and Windows readings of a name disagree).
+    characters that would make the POSIX and Windows readings of a name disagree). Cached,
+    because every scan and plan asks again for every path of the listing.
     """
     problem = None
     if not path:
@@ -105,22 +112,28 @@ def check_remote_path(path: str) -> None:
         problem = "NUL byte"
     elif "\\" in path:
         problem = "backslash"
-    elif any(ord(ch) < 32 for ch in path):
+    elif _CONTROL.search(path):
         problem = "control character"
+    elif path.startswith("/"):
+        problem = "absolute path"
     else:
         parts = path.split("/")
-        if path.startswith("/") or PurePosixPath(path).is_absolute():
-            problem = "absolute path"
-        elif any(part in ("", ".", "..") for part in parts):
+        if any(part in ("", ".", "..") for part in parts):
             problem = "'..', '.' or empty segment"
-        elif any(PureWindowsPath(part).drive or PureWindowsPath(part).root for part in parts):
-            problem = "drive or UNC path"
+        elif any(":" in part and ntpath.splitdrive(part)[0] for part in parts):
+            problem = "drive path"
         elif parts[0] == ".cache" and len(parts) > 1 and parts[1] == "huggingface":
             problem = "collides with the .cache/huggingface state folder"
     if problem:
         raise RemotePathError(
             f"refusing unsafe path from the Hub listing: {path!r} ({problem}); nothing was written"
         )
+
+
+def check_listing(files: Iterable[RemoteFile]) -> None:
+    """Refuse the whole listing if any path is unsafe, before anything looks at the target."""
+    for remote_file in files:
+        check_remote_path(remote_file.path)
 
 
 def _expand(pattern: str) -> str:
@@ -144,8 +157,7 @@ def make_plan(
 ) -> Plan:
     """Decide, for every remote and local file, what the sync will do and why."""
     remote_files = list(remote)
-    for remote_file in remote_files:
-        check_remote_path(remote_file.path)
+    check_listing(remote_files)
     remote_paths = {remote_file.path for remote_file in remote_files}
     items: list[PlanItem] = []
     for remote_file in sorted(remote_files, key=lambda f: f.path):

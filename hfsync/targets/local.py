@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from ..errors import DiskError
 from ..hashing import hash_file
@@ -44,6 +45,8 @@ class LocalTarget:
         self.root = Path(root).expanduser().absolute()
         self.state_dir = self.root / ".cache" / "huggingface"
         self.description = str(self.root)
+        self._root_str = str(self.root)
+        self._meta_str = str(self.state_dir / "download")
 
     # -- bookkeeping paths ------------------------------------------------------------------
 
@@ -80,13 +83,15 @@ class LocalTarget:
         all_files: bool,
         commit: str | None = None,
     ) -> dict[str, TargetFile]:
-        paths = self._walk() if all_files else (p for p in remote if self.file_path(p).is_file())
+        paths = self._walk() if all_files else iter(remote)
         state: dict[str, TargetFile] = {}
         for path in paths:
             try:
-                state[path] = self._file_state(path, remote.get(path), checksum)
+                held = self._file_state(path, remote.get(path), checksum)
             except OSError as exc:
                 raise DiskError(f"cannot read {self.file_path(path)}: {exc.strerror}") from exc
+            if held is not None:
+                state[path] = held
         return state
 
     def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
@@ -145,8 +150,19 @@ class LocalTarget:
                     elif entry.is_file(follow_symlinks=False):
                         yield rel
 
-    def _file_state(self, path: str, remote: RemoteFile | None, checksum: bool) -> TargetFile:
-        stat = os.stat(self.file_path(path))
+    def _file_state(
+        self, path: str, remote: RemoteFile | None, checksum: bool
+    ) -> TargetFile | None:
+        """What the folder holds at `path` (None: no regular file there).
+
+        Plain string paths and one stat per file: a no-op re-sync of a big repo is this loop.
+        """
+        try:
+            stat = os.stat(os.path.join(self._root_str, path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not S_ISREG(stat.st_mode):
+            return None
         meta = self.read_metadata(path, stat.st_mtime)
         held = TargetFile(
             path,
@@ -165,7 +181,8 @@ class LocalTarget:
     def read_metadata(self, path: str, mtime: float | None = None) -> DownloadMetadata | None:
         """The metadata of `path` if it exists, parses, and the file was not modified since."""
         try:
-            lines = self.metadata_path(path).read_text(encoding="utf-8").splitlines()
+            with open(os.path.join(self._meta_str, path + ".metadata"), encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
             meta = DownloadMetadata(lines[0].strip(), lines[1].strip(), float(lines[2]))
         except (OSError, IndexError, ValueError):
             return None

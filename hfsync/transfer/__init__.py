@@ -1,6 +1,13 @@
-"""The transfer executor: ranged, pooled, resumable, verified downloads (DESIGN §5)."""
+"""The transfer executor: ranged, pooled, resumable, verified downloads (DESIGN §5).
 
-from .engine import MAX_HTTP_SIZE, run_transfers
+The engine is imported on first use, so commands that move no bytes (a no-op re-sync, `info`,
+`--dry-run`) do not pay for loading it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .jobs import (
     FileJob,
     FileOutcome,
@@ -9,6 +16,9 @@ from .jobs import (
     TransferConfig,
     TransferReport,
 )
+
+if TYPE_CHECKING:
+    from .engine import MAX_HTTP_SIZE, run_transfers
 
 __all__ = [
     "MAX_HTTP_SIZE",
@@ -20,3 +30,11 @@ __all__ = [
     "TransferReport",
     "run_transfers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run_transfers", "MAX_HTTP_SIZE"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(name)
