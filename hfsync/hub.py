@@ -87,11 +87,22 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
+class _NoCookies(requests.cookies.RequestsCookieJar):
+    """The Hub's API and CDN need no cookies; not parsing them saves time on every request."""
+
+    def extract_cookies(self, response, request) -> None:  # noqa: ANN001 - cookiejar API
+        return None
+
+    def set_cookie(self, cookie, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        return None
+
+
 class _HubSession(requests.Session):
     """A session that only ever sends Authorization to the Hub endpoint's origin."""
 
     def __init__(self, endpoint: str, token: str | None) -> None:
         super().__init__()
+        self.cookies = _NoCookies()
         self._hub_origin = _origin(endpoint)
         self._token = token
 

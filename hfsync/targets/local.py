@@ -47,6 +47,7 @@ class LocalTarget:
         self.description = str(self.root)
         self._root_str = str(self.root)
         self._meta_str = str(self.state_dir / "download")
+        self._ready_dirs: set[str] = set()  # folders created and checked during this run
 
     # -- bookkeeping paths ------------------------------------------------------------------
 
@@ -191,23 +192,33 @@ class LocalTarget:
         return meta
 
     def _write_metadata(self, path: str, commit: str, etag: str) -> None:
-        meta_path = self.metadata_path(path)
+        meta_path = os.path.join(self._meta_str, path + ".metadata")
+        tmp = meta_path + ".tmp"
         try:
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name(meta_path.name + ".tmp")
-            tmp.write_text(f"{commit}\n{etag}\n{time.time()}\n", encoding="utf-8")
+            self._ensure_dir(os.path.dirname(meta_path))
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(f"{commit}\n{etag}\n{time.time()}\n")
             os.replace(tmp, meta_path)
         except OSError as exc:
             raise DiskError(f"cannot write {meta_path}: {exc.strerror}") from exc
 
     def _place(self, done: Path, destination: Path) -> None:
         try:
-            make_parents(self.root, destination)
-            if destination.is_dir() and not destination.is_symlink():
-                raise DiskError(f"cannot write {destination}: a folder is in the way")
+            parent = os.path.dirname(destination)
+            if parent not in self._ready_dirs:
+                make_parents(self.root, destination)  # the symlink-escape check, once per folder
+                self._ready_dirs.add(parent)
             os.replace(done, destination)
+        except IsADirectoryError as exc:
+            raise DiskError(f"cannot write {destination}: a folder is in the way") from exc
         except OSError as exc:
             raise DiskError(f"cannot write {destination}: {exc.strerror}") from exc
+
+    def _ensure_dir(self, folder: str) -> None:
+        """mkdir -p, remembered: thousands of small files share a handful of folders."""
+        if folder not in self._ready_dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._ready_dirs.add(folder)
 
     @staticmethod
     def _prune_empty_dirs(folder: Path, stop: Path) -> None:
