@@ -33,14 +33,15 @@ class TargetFile:
 
     `etag` is the content id the target can vouch for — from metadata that is still valid, or
     from hashing the file — and None when it does not know (e.g. the size already differs).
-    `etag_from_hash` says the id was just computed, so metadata should be rewritten.
+    `needs_record` says the content is right but the target's bookkeeping is not (metadata to
+    rewrite after a hash, a cached blob to link into the snapshot): no bytes, just a record.
     `commit` is the commit its metadata names, if any.
     """
 
     path: str
     size: int
     etag: str | None = None
-    etag_from_hash: bool = False
+    needs_record: bool = False
     commit: str | None = None
 
 
@@ -186,5 +187,8 @@ def _compare(commit: str, remote: RemoteFile, held: TargetFile | None) -> PlanIt
     if held.etag != remote.etag:
         reason = "content differs" if held.etag else "content unknown"
         return PlanItem(remote.path, Action.UPDATE, reason, remote.size, remote)
-    refresh = held.etag_from_hash or held.commit != commit
+    # Bookkeeping is written only where it is missing or stale. Metadata naming an older commit
+    # is still right about the content; rewriting thousands of such files on every new commit
+    # would make a one-file update cost O(repo).
+    refresh = held.needs_record
     return PlanItem(remote.path, Action.UNCHANGED, "identical", remote.size, remote, refresh)

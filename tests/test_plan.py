@@ -45,15 +45,15 @@ def test_lfs_files_compare_on_sha256_not_pointer_oid() -> None:
     assert actions(make_plan(COMMIT, files, local))["model.safetensors"][0] == "unchanged"
 
 
-def test_hash_match_or_new_commit_refreshes_metadata_without_download() -> None:
+def test_hash_match_refreshes_metadata_without_download() -> None:
     files = [remote("a.txt"), remote("b.txt")]
     local = {
-        "a.txt": TargetFile("a.txt", 10, "1" * 40, etag_from_hash=True),
+        "a.txt": TargetFile("a.txt", 10, "1" * 40, needs_record=True),
         "b.txt": TargetFile("b.txt", 10, "1" * 40, commit="c" * 40),
     }
     plan = make_plan(COMMIT, files, local)
     assert plan.transfers == []
-    assert [item.path for item in plan.refreshes] == ["a.txt", "b.txt"]
+    assert [item.path for item in plan.refreshes] == ["a.txt"], "an older commit is no reason"
 
 
 def test_delete_only_when_asked_and_only_selected_files() -> None:

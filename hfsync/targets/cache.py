@@ -32,7 +32,7 @@ Identity rules of `scan` (what counts as current, without downloading):
   `--checksum` hashes it;
 - a missing snapshot entry whose content is already on disk (`blobs/<etag>`, or a degraded copy
   in another snapshot whose cached listing names that etag) is current but unplaced: it is
-  reported without a commit, so the planner asks `mark_current` to link (or copy) it.
+  reported with `needs_record`, so the planner asks `mark_current` to link (or copy) it.
 
 `--delete` is a no-op here: every commit has its own snapshot folder, so a file the repo dropped
 is simply absent from the new snapshot; old snapshots and the blobs only they use are reclaimed
@@ -342,7 +342,7 @@ class CacheTarget:
         self._sources[path] = source
         if checksum:
             return TargetFile(path, remote.size, hash_file(source, remote.etag), True)
-        return TargetFile(path, remote.size, remote.etag)
+        return TargetFile(path, remote.size, remote.etag, needs_record=True)
 
     def _find_content(self, remote: RemoteFile, commit: str | None) -> Path | None:
         blob = self.blob_path(remote.etag)
