@@ -1,18 +1,19 @@
 """Benchmark repos for ``scripts/bench``, written once into a Hub emulator root and reused.
 
 Generating gigabytes of random data takes a while (``os.urandom`` runs at a few hundred MB/s and
-the emulator's store copies and hashes every blob), so the repos are built once per data folder
-and described by a manifest (``bench-manifest.json``) that a later run with the same sizes reuses.
+the emulator's store copies and hashes every blob), so each repo is built once per data folder
+(its sizes are in its name) and recorded in a manifest (``bench-manifest.json``) that later runs
+reuse.
 Content is random so no tool can win by compression, and every file is distinct so no store or
 client can deduplicate.
 
-Repos (all ``model`` repos)::
+Repos (all ``model`` repos; the sizes are part of their names, see :func:`repo_names`)::
 
-    bench/single   one big LFS file (the capped 2 GiB and the unthrottled scenarios)
-    bench/model    two LFS shards + 30 small text files (config, tokenizer, ...): a model repo
-    bench/small    many small regular (non-LFS) files; ``main`` is the "update" commit, which
-                   changes one file (same size, new content) on top of the "base" commit
-    bench/big      one very large LFS file (peak RSS)
+    single   one big LFS file (the capped 2 GiB and the unthrottled scenarios)
+    model    two LFS shards + 30 small text files (config, tokenizer, ...): a model repo
+    small    many small regular (non-LFS) files; ``main`` is the "update" commit, which
+             changes one file (same size, new content) on top of the "base" commit
+    big      one very large LFS file (peak RSS)
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import dataclasses
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ MANIFEST = "bench-manifest.json"
 BLOCK = 8 * 1024 * 1024
 MANIFEST_VERSION = 1
 
-SINGLE, MODEL, SMALL, BIG = "bench/single", "bench/model", "bench/small", "bench/big"
+SINGLE, MODEL, SMALL, BIG = "single", "model", "small", "big"  # roles; see repo_names()
 BIG_NAME = "model.safetensors"
 
 # What a model repo carries besides its weights (sizes in bytes, roughly what real repos have).
@@ -67,7 +69,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(single=256 << 20, shard=64 << 20, small_count=200, big=0)
+        return cls(single=128 << 20, shard=64 << 20, small_count=200, big=0)
 
 
 @dataclass
@@ -86,27 +88,6 @@ class RepoData:
 
     def biggest(self) -> str:
         return max(self.files, key=lambda p: self.files[p][0])
-
-
-@dataclass
-class Manifest:
-    """Everything generated: the sizes it was made for and each repo's files and commits."""
-
-    sizes: Sizes
-    repos: dict[str, RepoData] = field(default_factory=dict)
-    version: int = MANIFEST_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "sizes": dataclasses.asdict(self.sizes),
-            "repos": {k: dataclasses.asdict(v) for k, v in self.repos.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        repos = {k: RepoData(**v) for k, v in data["repos"].items()}
-        return cls(Sizes(**data["sizes"]), repos, data["version"])
 
 
 def write_random(path: Path, size: int) -> None:
@@ -156,53 +137,94 @@ def small_path(i: int) -> str:
     return f"data/{i // 100:03d}/part-{i:05d}.dat"
 
 
-def build(root: Path, sizes: Sizes, tmp: Path, log: Any = None) -> Manifest:
-    """Create every benchmark repo under the emulator ``root`` (or reuse a matching manifest)."""
+def _tag(size: int) -> str:
+    return f"{size >> 30}g" if size >= 1 << 30 and not size % (1 << 30) else f"{size >> 20}m"
+
+
+def repo_names(sizes: Sizes) -> dict[str, str]:
+    """Role -> repo id. Sizes are in the names, so quick and full data share one root."""
+    names = {
+        SINGLE: f"bench/single-{_tag(sizes.single)}",
+        MODEL: f"bench/model-2x{_tag(sizes.shard)}",
+        SMALL: f"bench/small-{sizes.small_count}",
+    }
+    if sizes.big:
+        names[BIG] = f"bench/big-{_tag(sizes.big)}"
+    return names
+
+
+def build(
+    root: Path, sizes: Sizes, tmp: Path, log: Callable[[str], object] | None = None
+) -> dict[str, RepoData]:
+    """Role -> repo, creating under the emulator ``root`` only the repos not made before.
+
+    ``root/bench-manifest.json`` remembers what exists (repo id -> files and commits), so a
+    second invocation with the same ``--data-dir`` starts measuring at once.
+    """
+    say = log or (lambda _msg: None)
     manifest_path = root / MANIFEST
+    known: dict[str, RepoData] = {}
     if manifest_path.exists():
         try:
-            old = Manifest.from_json(json.loads(manifest_path.read_text()))
-            if old.version == MANIFEST_VERSION and old.sizes == sizes:
-                return old
+            data = json.loads(manifest_path.read_text())
+            if data.get("version") == MANIFEST_VERSION:
+                known = {k: RepoData(**v) for k, v in data["repos"].items()}
         except (ValueError, KeyError, TypeError):
-            pass
-        raise SystemExit(
-            f"{root} holds benchmark data of other sizes; use another --data-dir or delete it"
-        )
-    say = log or (lambda _msg: None)
+            known = {}
     hub = HubEmulator(root)
-    rng = random.Random(20240501)
-    manifest = Manifest(sizes)
+    out: dict[str, RepoData] = {}
+    for role, repo in repo_names(sizes).items():
+        if repo in known and hub.store.repo("model", repo) is not None:
+            out[role] = known[repo]
+            continue
+        say(f"generating {repo}")
+        out[role] = known[repo] = _MAKERS[role](hub, repo, sizes, tmp)
+        manifest_path.write_text(
+            json.dumps(
+                {
+                    "version": MANIFEST_VERSION,
+                    "repos": {k: dataclasses.asdict(v) for k, v in known.items()},
+                },
+                indent=1,
+            )
+        )
+    return out
 
-    say(f"generating {SINGLE}: one {sizes.single / 2**20:.0f} MiB file")
-    sha = _commit_big(hub, tmp, SINGLE, {BIG_NAME: sizes.single})
-    manifest.repos[SINGLE] = RepoData(SINGLE, sha, _files_of(hub, SINGLE))
 
-    say(f"generating {MODEL}: 2 x {sizes.shard / 2**20:.0f} MiB + {MODEL_SMALL_COUNT} small")
+def _make_single(hub: HubEmulator, repo: str, sizes: Sizes, tmp: Path) -> RepoData:
+    sha = _commit_big(hub, tmp, repo, {BIG_NAME: sizes.single})
+    return RepoData(repo, sha, _files_of(hub, repo))
+
+
+def _make_big(hub: HubEmulator, repo: str, sizes: Sizes, tmp: Path) -> RepoData:
+    sha = _commit_big(hub, tmp, repo, {BIG_NAME: sizes.big})
+    return RepoData(repo, sha, _files_of(hub, repo))
+
+
+def _make_model(hub: HubEmulator, repo: str, sizes: Sizes, tmp: Path) -> RepoData:
+    rng = random.Random(f"{repo}")
     shards = {f"model-{i:05d}-of-00002.safetensors": sizes.shard for i in (1, 2)}
-    _commit_big(hub, tmp, MODEL, shards)
+    _commit_big(hub, tmp, repo, shards)
     small: dict[str, bytes | str | os.PathLike[str]] = {
         name: _text(rng, size) for name, size in MODEL_TEXT_FILES
     }
     for i in range(MODEL_SMALL_COUNT - len(MODEL_TEXT_FILES)):
         small[f"assets/notes-{i:02d}.txt"] = _text(rng, rng.randint(1_000, 64_000))
-    sha = hub.commit(MODEL, small, message="add config and tokenizer")
-    manifest.repos[MODEL] = RepoData(MODEL, sha, _files_of(hub, MODEL))
+    sha = hub.commit(repo, small, message="add config and tokenizer")
+    return RepoData(repo, sha, _files_of(hub, repo))
 
-    say(f"generating {SMALL}: {sizes.small_count} small files")
+
+def _make_small(hub: HubEmulator, repo: str, sizes: Sizes, tmp: Path) -> RepoData:
+    """Many small files; then a second commit (``main``) changing one file, same size."""
+    rng = random.Random(f"{repo}")
     files: dict[str, bytes | str | os.PathLike[str]] = {
         small_path(i): rng.randbytes(n) for i, n in enumerate(_small_sizes(rng, sizes))
     }
-    base = hub.commit(SMALL, files, message="add data")
+    base = hub.commit(repo, files, message="add data")
     changed = small_path(sizes.small_count // 2)
     new_content = rng.randbytes(len(files[changed]))  # type: ignore[arg-type]
-    sha = hub.commit(SMALL, {changed: new_content}, message="update one file")
-    manifest.repos[SMALL] = RepoData(SMALL, sha, _files_of(hub, SMALL), base, changed)
+    sha = hub.commit(repo, {changed: new_content}, message="update one file")
+    return RepoData(repo, sha, _files_of(hub, repo), base, changed)
 
-    if sizes.big:
-        say(f"generating {BIG}: one {sizes.big / 2**20:.0f} MiB file")
-        sha = _commit_big(hub, tmp, BIG, {BIG_NAME: sizes.big})
-        manifest.repos[BIG] = RepoData(BIG, sha, _files_of(hub, BIG))
 
-    manifest_path.write_text(json.dumps(manifest.to_json(), indent=1))
-    return manifest
+_MAKERS = {SINGLE: _make_single, MODEL: _make_model, SMALL: _make_small, BIG: _make_big}
