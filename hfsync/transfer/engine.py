@@ -285,15 +285,7 @@ class _Engine:
         read_buf = buf[: self.read_size]
         try:
             while task.pos < task.end:
-                self._check(task)
-                try:
-                    response = f.source.open(task.pos, task.end, self.timeouts)
-                except Expired as exc:
-                    attempts.expired(exc)
-                    continue
-                except Retryable as exc:
-                    attempts.failed(exc)
-                    continue
+                response = self._open(task, attempts, task.pos, task.end)
                 if response.status_code == 200:
                     self._stream(task, response, buf)
                     return False
@@ -381,18 +373,22 @@ class _Engine:
                 attempts.failed(error)
             response = self._reopen_stream(task, attempts)
 
-    def _reopen_stream(self, task: Task, attempts: _Attempts) -> requests.Response:
-        f = task.file
+    def _open(
+        self, task: Task, attempts: _Attempts, start: int, end: int | None
+    ) -> requests.Response:
+        """GET `[start, end)` of the task's file, through transient failures and expired URLs."""
         while True:
             self._check(task)
             try:
-                response = f.source.open(0, None, self.timeouts)
+                return task.file.source.open(start, end, self.timeouts)
             except Expired as exc:
                 attempts.expired(exc)
-                continue
             except Retryable as exc:
                 attempts.failed(exc)
-                continue
+
+    def _reopen_stream(self, task: Task, attempts: _Attempts) -> requests.Response:
+        while True:
+            response = self._open(task, attempts, 0, None)
             parsed = parse_content_range(response.headers.get("Content-Range"))
             if response.status_code == 200 or (parsed and parsed[0] == 0):
                 return response
