@@ -29,11 +29,6 @@ def new_hasher(etag: str, size: int):  # noqa: ANN201 - a hashlib object
     return None
 
 
-def file_matches(path: Path, etag: str) -> bool:
-    """Hash the file at `path` the way `etag` was computed and compare."""
-    return hash_file(path, etag) == etag
-
-
 def hash_file(path: Path, like_etag: str) -> str:
     """The content id of the file, of the same kind as `like_etag`."""
     size = os.stat(path).st_size

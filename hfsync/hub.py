@@ -165,15 +165,11 @@ class HubClient:
     def resolve_revision(self, repo_id: str, repo_type: str, revision: str) -> str:
         """The 40-hex commit a branch, tag or sha names right now."""
         url = self.api_url(repo_id, repo_type, "revision", quote(revision, safe=""))
-        data = self.get_json(url, what=f"{repo_type} {repo_id}@{revision}").json()
+        data = self.request("GET", url, what=f"{repo_type} {repo_id}@{revision}").json()
         sha = data.get("sha") if isinstance(data, dict) else None
         if not isinstance(sha, str) or not _SHA40.match(sha):
             raise HfsyncError(f"{self.endpoint} returned no commit for {repo_id}@{revision}")
         return sha
-
-    def repo_info(self, repo_id: str, repo_type: str, revision: str) -> dict:
-        url = self.api_url(repo_id, repo_type, "revision", quote(revision, safe=""))
-        return self.get_json(url, what=f"{repo_type} {repo_id}@{revision}").json()
 
     def list_files(self, repo_id: str, repo_type: str, commit: str) -> list[RemoteFile]:
         """Every file of the commit, following the `Link: rel="next"` pagination to the end."""
@@ -183,7 +179,9 @@ class HubClient:
         url: str | None = self.api_url(repo_id, repo_type, "tree", commit)
         params: dict | None = {"recursive": "true", "expand": "false"}
         while url:
-            response = self.get_json(url, params=params, what=f"{repo_type} {repo_id}@{commit}")
+            response = self.request(
+                "GET", url, params=params, what=f"{repo_type} {repo_id}@{commit}"
+            )
             entries = response.json()
             if not isinstance(entries, list):
                 raise HfsyncError(f"unexpected tree listing from {self.endpoint}")
@@ -192,11 +190,6 @@ class HubClient:
                     yield _remote_file(entry)
             url = _next_link(response.headers.get("Link"))
             params = None
-
-    def get_json(self, url: str, *, params: dict | None = None, what: str) -> requests.Response:
-        """GET an API URL with retries; map failures to typed errors."""
-        response = self.request("GET", url, params=params, what=what)
-        return response
 
     def request(
         self,
