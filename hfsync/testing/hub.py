@@ -63,7 +63,12 @@ class FileInfo(_FileInfoFields):
 
 
 class HubEmulator:
-    """The emulated Hub: state on disk, two local HTTP servers, a request log and fault switches."""
+    """The emulated Hub: state on disk, two local HTTP servers, a request log and fault switches.
+
+    Its servers see it as an :class:`~hfsync.testing.hub_http.EmulatorContext`: ``store``,
+    ``faults``, ``page_size``, ``signer``, ``total_pacer``, ``stopping``, ``endpoint``,
+    ``sign_url``, ``expire_all_urls``, ``record`` and ``record_error``.
+    """
 
     def __init__(
         self,
@@ -80,12 +85,12 @@ class HubEmulator:
         self.url_ttl = url_ttl
         self.faults = Faults()
         self._ports = (port, cdn_port)
-        self._signer = UrlSigner()
-        self._total_pacer = Pacer()
+        self.signer = UrlSigner()
+        self.total_pacer = Pacer()  # shared by all connections (faults.rate_total)
         self._log: list[Request] = []
         self._errors: list[str] = []
         self._log_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()  # set by stop(): stalled responses end
         self._servers: ServerPair | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -94,8 +99,8 @@ class HubEmulator:
         """Bind both servers on 127.0.0.1 (ephemeral ports unless given) and serve in threads."""
         if self._servers is not None:
             return self
-        self._stopping.clear()
-        api = HubServer(self, "api", self._ports[0], ApiHandler)
+        self.stopping.clear()
+        api = HubServer(self, "api", self._ports[0], ApiHandler)  # self: the EmulatorContext
         cdn = HubServer(self, "cdn", self._ports[1], CdnHandler)
         self._servers = ServerPair(api, cdn)
         self._servers.start()
@@ -103,7 +108,7 @@ class HubEmulator:
 
     def stop(self) -> None:
         """Stop serving; stalled responses are released so their threads end."""
-        self._stopping.set()
+        self.stopping.set()
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
@@ -251,11 +256,13 @@ class HubEmulator:
         with self._log_lock:
             return list(self._errors)
 
-    def _record(self, req: Request) -> None:
+    def record(self, req: Request) -> None:
+        """Append a request to the log (called by the servers as each request arrives)."""
         with self._log_lock:
             self._log.append(req)
 
-    def _record_error(self, text: str) -> None:
+    def record_error(self, text: str) -> None:
+        """Keep a server-side traceback for :attr:`errors`."""
         with self._log_lock:
             self._errors.append(text)
 
@@ -265,15 +272,15 @@ class HubEmulator:
 
     def expire_all_urls(self) -> None:
         """Make every CDN URL issued so far answer 403, without waiting for its expiry."""
-        self._signer.epoch += 1
+        self.signer.epoch += 1
 
     def sign_url(self, repo_type: str, repo_id: str, path: str, sha256: str) -> str:
         """A signed, expiring CDN URL for a blob, like the Hub's 302 ``Location``."""
         h = hashlib.sha256(f"{repo_type}s/{repo_id}".encode()).hexdigest()
         cdn_path = f"/repos/{h[:2]}/{h[2:4]}/{h}/{sha256}"
         ttl = self.faults.url_ttl if self.faults.url_ttl is not None else self.url_ttl
-        url, sig = self._signer.sign(self.cdn_url, cdn_path, path.rsplit("/", 1)[-1], ttl)
-        self._signer.issued[sig] = (repo_type, repo_id, path)
+        url, sig = self.signer.sign(self.cdn_url, cdn_path, path.rsplit("/", 1)[-1], ttl)
+        self.signer.issued[sig] = (repo_type, repo_id, path)
         return url
 
 

@@ -4,6 +4,9 @@ Routes live in :mod:`hfsync.testing.hub_routes`; this module knows nothing about
 file bodies with ``sendfile`` when no fault is active (loopback GB/s) and piece by piece through a
 per-connection pacer otherwise, and it never prints tracebacks: client disconnects are normal
 events for a download server, anything else is kept in ``hub.errors`` for tests to assert on.
+
+Servers and handlers reach the emulator only through :class:`EmulatorContext`, which
+``HubEmulator`` provides, so this module does not import :mod:`hfsync.testing.hub`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from .hub_faults import BodyPlan, InjectedStatus, Pacer
+from .hub_faults import BodyPlan, Faults, InjectedStatus, Pacer
 
 if TYPE_CHECKING:
-    from .hub import HubEmulator
+    from .hub_store import Store
 
 PIECE = 64 * 1024
 SENDFILE_CHUNK = 8 * 1024 * 1024
@@ -137,6 +140,42 @@ class UrlSigner:
         return None
 
 
+class EmulatorContext(Protocol):
+    """What the servers and request handlers use of the emulator (``HubEmulator`` provides it).
+
+    Handlers read these per request rather than keeping copies: tests replace ``faults``
+    (``reset_faults``) and flip its fields while the servers run.
+    """
+
+    store: Store  # repos, commits, blobs, tokens
+    faults: Faults  # the current fault switches
+    page_size: int  # entries per page of paginated listings
+    signer: UrlSigner  # signs and checks CDN URLs; ``signer.issued`` maps signatures to files
+    total_pacer: Pacer  # shared by all connections: enforces ``faults.rate_total``
+    stopping: threading.Event  # set when the emulator stops: stalled responses end
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the API server (``http://127.0.0.1:<port>``)."""
+        ...
+
+    def sign_url(self, repo_type: str, repo_id: str, path: str, sha256: str) -> str:
+        """A signed, expiring CDN URL for a blob (the Location of a 302 from /resolve)."""
+        ...
+
+    def expire_all_urls(self) -> None:
+        """Make every CDN URL issued so far invalid."""
+        ...
+
+    def record(self, req: Request) -> None:
+        """Append a request to the log (``hub.log``)."""
+        ...
+
+    def record_error(self, text: str) -> None:
+        """Keep the traceback of an unexpected server-side exception (``hub.errors``)."""
+        ...
+
+
 class HubServer(ThreadingHTTPServer):
     """Threaded HTTP/1.1 server on 127.0.0.1 with quiet error handling."""
 
@@ -145,8 +184,8 @@ class HubServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 512
 
-    def __init__(self, hub: HubEmulator, kind: str, port: int, handler: type) -> None:
-        self.hub, self.kind = hub, kind
+    def __init__(self, ctx: EmulatorContext, kind: str, port: int, handler: type) -> None:
+        self.ctx, self.kind = ctx, kind
         super().__init__(("127.0.0.1", port), handler)
 
     def server_bind(self) -> None:
@@ -158,7 +197,7 @@ class HubServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, OSError):  # resets, broken pipes, timeouts: clients do that
             return
-        self.hub._record_error(traceback.format_exc())
+        self.ctx.record_error(traceback.format_exc())
 
 
 class BaseHandler(BaseHTTPRequestHandler):
@@ -183,8 +222,9 @@ class BaseHandler(BaseHTTPRequestHandler):
         """Silence the stdlib access log: tests read ``hub.log`` instead."""
 
     @property
-    def hub(self) -> HubEmulator:
-        return self.server.hub
+    def ctx(self) -> EmulatorContext:
+        """The emulator this request is served for (see :class:`EmulatorContext`)."""
+        return self.server.ctx
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -214,10 +254,10 @@ class BaseHandler(BaseHTTPRequestHandler):
         self.headers_sent = False
         # Logged on arrival and filled in before each byte leaves, so once a client has its
         # answer the record is final and a later clear_log() cannot be polluted by it.
-        self.hub._record(self.rec)
+        self.ctx.record(self.rec)
         try:
             self.request_body = self._read_request_body()
-            faults = self.hub.faults
+            faults = self.ctx.faults
             if faults.latency:
                 time.sleep(faults.latency)
             injected = faults.take_status(self.server.kind, self.rec.path, self.command)
@@ -231,7 +271,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
         except Exception:
-            self.hub._record_error(traceback.format_exc())
+            self.ctx.record_error(traceback.format_exc())
             self.close_connection = True
             if not self.headers_sent:
                 self.send_error_response(HttpError(500, None, "Internal Error"))
@@ -310,7 +350,7 @@ class BaseHandler(BaseHTTPRequestHandler):
     ) -> None:
         """200/206/416 for a file body, honouring Range (unless ignored) and gzip when asked."""
         range_header = self.headers.get("Range")
-        rng = None if self.hub.faults.ignore_range else parse_range(range_header, size)
+        rng = None if self.ctx.faults.ignore_range else parse_range(range_header, size)
         if rng == "unsatisfiable":
             extra = [("Content-Range", f"bytes */{size}")]
             raise HttpError(416, None, "Requested Range Not Satisfiable", extra)
@@ -351,7 +391,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             self.start(status, headers, length=None if chunked else length, chunked=chunked)
             return
-        plan = self.hub.faults.plan_body(self.server.kind, start, length)
+        plan = self.ctx.faults.plan_body(self.server.kind, start, length)
         self.rec.fault = _describe(plan)
         self.start(status, headers, length=None if chunked else length, chunked=chunked)
         if plan.clean and not chunked and isinstance(source, Path):
@@ -385,7 +425,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         self, source: Path | bytes, start: int, length: int, plan: BodyPlan, chunked: bool
     ) -> None:
         """Slow path: pieces through the pacers, cut short or corrupted as the plan says."""
-        faults = self.hub.faults
+        faults = self.ctx.faults
         fh = open(source, "rb") if isinstance(source, Path) else None  # noqa: SIM115
         try:
             if fh is not None:
@@ -410,7 +450,7 @@ class BaseHandler(BaseHTTPRequestHandler):
                     buf[plan.corrupt_at - sent] ^= 0xFF
                     data = bytes(buf)
                 self.pacer.wait(n, rate)
-                self.hub._total_pacer.wait(n, faults.rate_total)
+                self.ctx.total_pacer.wait(n, faults.rate_total)
                 self._write(b"%x\r\n%s\r\n" % (n, data) if chunked else data, n)
                 sent += n
             if chunked:
@@ -431,7 +471,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         """Send nothing more but keep the connection until the client gives up or we stop."""
         self.close_connection = True
         deadline = time.monotonic() + STALL_MAX_SECONDS
-        while time.monotonic() < deadline and not self.hub._stopping.is_set():
+        while time.monotonic() < deadline and not self.ctx.stopping.is_set():
             readable, _, _ = select.select([self.connection], [], [], 0.1)
             if readable:
                 break

@@ -99,7 +99,7 @@ class ApiHandler(BaseHandler):
         token = self.bearer()
         if token is None:
             return None
-        info = self.hub.store.tokens().get(token)
+        info = self.ctx.store.tokens().get(token)
         if info is None:
             raise HttpError(401, None, "Invalid credentials in Authorization header")
         return info
@@ -108,7 +108,7 @@ class ApiHandler(BaseHandler):
         self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
     ) -> HttpError:
         """A Hub not-found error; a naive mirror answers 401 without an error code instead."""
-        if self.hub.faults.mirror_mode:
+        if self.ctx.faults.mirror_mode:
             return HttpError(401, None, message)
         return HttpError(status, code, message, headers or [])
 
@@ -116,7 +116,7 @@ class ApiHandler(BaseHandler):
         """The repo if the caller may see it (and read its files when ``content``)."""
         self.rec.repo_id, self.rec.repo_type = repo_id, repo_type
         info = self._token_info()
-        meta = self.hub.store.repo(repo_type, repo_id)
+        meta = self.ctx.store.repo(repo_type, repo_id)
         if meta is None or (meta.private and not _granted(info, repo_id, "grants")):
             status = 401 if info is None else 404
             raise self._not_found(status, "RepoNotFound", "Repository not found")
@@ -126,13 +126,13 @@ class ApiHandler(BaseHandler):
                 msg = f"{what}. You must have access to it and be authenticated to access it."
                 raise HttpError(401, "GatedRepo", msg + " Please log in.")
             msg = f"{what} and you are not in the authorized list."
-            raise HttpError(403, "GatedRepo", msg + f" Visit {self.hub.endpoint}/{repo_id}.")
+            raise HttpError(403, "GatedRepo", msg + f" Visit {self.ctx.endpoint}/{repo_id}.")
         return meta
 
     def _commit_for(self, meta: RepoMeta, revision: str) -> Commit:
         self.rec.revision = revision
-        sha = self.hub.store.resolve(meta, revision)
-        commit = sha and self.hub.store.get_commit(meta.repo_type, meta.repo_id, sha)
+        sha = self.ctx.store.resolve(meta, revision)
+        commit = sha and self.ctx.store.get_commit(meta.repo_type, meta.repo_id, sha)
         if not commit:
             raise self._not_found(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return commit
@@ -184,7 +184,7 @@ class ApiHandler(BaseHandler):
                         "pointerSize": rec.pointer_size,
                     }
             siblings.append(sib)
-        siblings += [{"rfilename": p} for p in self.hub.faults.hostile_paths]
+        siblings += [{"rfilename": p} for p in self.ctx.faults.hostile_paths]
         info: dict[str, Any] = {
             "_id": hashlib.sha1(f"{meta.repo_type}/{meta.repo_id}".encode()).hexdigest()[:24],
             "id": meta.repo_id,
@@ -232,7 +232,7 @@ class ApiHandler(BaseHandler):
 
     def _hostile_entries(self) -> list[dict[str, Any]]:
         out = []
-        for p in self.hub.faults.hostile_paths:
+        for p in self.ctx.faults.hostile_paths:
             data = hostile_bytes(p)
             out.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": p})
         return out
@@ -248,7 +248,7 @@ class ApiHandler(BaseHandler):
         items = [self._entry(commit, p, expand) for p in self._walk(commit, folder, recursive)]
         if not folder:
             items += self._hostile_entries()
-        page_size = min(self.hub.page_size, EXPAND_PAGE_SIZE) if expand else self.hub.page_size
+        page_size = min(self.ctx.page_size, EXPAND_PAGE_SIZE) if expand else self.ctx.page_size
         self._send_page(items, page_size, [("X-Repo-Commit", commit.sha)])
 
     def _send_page(
@@ -307,9 +307,9 @@ class ApiHandler(BaseHandler):
                 "authors": [{"user": "emulator"}],
                 "date": c.date,
             }
-            for c in self.hub.store.history(meta.repo_type, meta.repo_id, commit.sha)
+            for c in self.ctx.store.history(meta.repo_type, meta.repo_id, commit.sha)
         ]
-        self._send_page(items, self.hub.page_size)
+        self._send_page(items, self.ctx.page_size)
 
     # ---- /resolve ---------------------------------------------------------------------------
 
@@ -336,14 +336,14 @@ class ApiHandler(BaseHandler):
         commit = self._commit_for(meta, rev)
         self.rec.file_path = path
         commit_header = ("X-Repo-Commit", commit.sha)
-        if path in self.hub.faults.hostile_paths:
+        if path in self.ctx.faults.hostile_paths:
             data = hostile_bytes(path)
             headers = [("ETag", f'"{git_blob_sha1(data)}"'), commit_header]
             return self.serve_ranged(headers, data, len(data), allow_gzip=False)
         rec = commit.files.get(path)
         if rec is None:
             raise self._not_found(404, "EntryNotFound", "Entry not found", [commit_header])
-        if self.hub.faults.mirror_mode:
+        if self.ctx.faults.mirror_mode:
             return self._serve_mirror(rec, commit, path)
         if rec.lfs:
             return self._redirect_to_cdn(repo_type, repo_id, rec, commit, path)
@@ -357,7 +357,7 @@ class ApiHandler(BaseHandler):
     def _redirect_to_cdn(
         self, repo_type: str, repo_id: str, rec: FileRec, commit: Commit, path: str
     ) -> None:
-        url = self.hub.sign_url(repo_type, repo_id, path, rec.sha256)
+        url = self.ctx.sign_url(repo_type, repo_id, path, rec.sha256)
         headers = [
             ("Location", url),
             ("X-Repo-Commit", commit.sha),
@@ -386,7 +386,7 @@ class ApiHandler(BaseHandler):
 
     def _serve_content(self, rec: FileRec, commit: Commit, path: str) -> None:
         headers = self._file_headers(rec, commit, path)
-        blob = self.hub.store.blob_path(rec.sha256)
+        blob = self.ctx.store.blob_path(rec.sha256)
         self.serve_ranged(headers, blob, rec.size, allow_gzip=is_text(path))
 
     def _serve_mirror(self, rec: FileRec, commit: Commit, path: str) -> None:
@@ -395,7 +395,7 @@ class ApiHandler(BaseHandler):
         headers = self._file_headers(rec, commit, path)
         headers = [h for h in headers if h[0] != "Accept-Ranges"]
         self.send_file(
-            200, headers, self.hub.store.blob_path(rec.sha256), 0, rec.size, chunked=True
+            200, headers, self.ctx.store.blob_path(rec.sha256), 0, rec.size, chunked=True
         )
 
     def _resolve_cache(self, segs: list[str]) -> None:
@@ -421,16 +421,16 @@ class CdnHandler(BaseHandler):
         if len(segs) != 5 or segs[0] != "repos":
             return self._xml_error(404, "NoSuchKey", "The specified key does not exist.")
         query = self.rec.query
-        origin = self.hub._signer.issued.get(query.get("X-Amz-Signature", ""))
+        origin = self.ctx.signer.issued.get(query.get("X-Amz-Signature", ""))
         if origin is not None:
             self.rec.repo_type, self.rec.repo_id, self.rec.file_path = origin
-        if self.hub.faults.take_expiry():
-            self.hub.expire_all_urls()
-        reason = "Request has expired" if self.hub.faults.expire_urls else None
-        reason = reason or self.hub._signer.check(path, query)
+        if self.ctx.faults.take_expiry():
+            self.ctx.expire_all_urls()
+        reason = "Request has expired" if self.ctx.faults.expire_urls else None
+        reason = reason or self.ctx.signer.check(path, query)
         if reason:
             return self._xml_error(403, "AccessDenied", reason)
-        blob = self.hub.store.blob_path(segs[4])
+        blob = self.ctx.store.blob_path(segs[4])
         try:
             size = blob.stat().st_size
         except (FileNotFoundError, ValueError):
