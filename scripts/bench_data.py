@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .hub import HubEmulator
+from hfsync.testing.hub import HubEmulator
 
 MANIFEST = "bench-manifest.json"
 BLOCK = 8 * 1024 * 1024
