@@ -7,30 +7,18 @@ user who ran `hf auth login` is logged in for hfsync too.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-
-def hf_home() -> Path:
-    """`$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`."""
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface"
+from . import env
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
     """The token to send, or None for anonymous access."""
     if explicit:
         return explicit.strip()
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    token_path = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token").expanduser()
+    value = env.token_from_env()
+    if value:
+        return value.strip()
     try:
-        value = token_path.read_text(encoding="utf-8").strip()
+        value = env.token_path().read_text(encoding="utf-8").strip()
     except OSError:
         return None
     return value or None

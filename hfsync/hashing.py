@@ -1,4 +1,6 @@
-"""Content ids of files: sha256 for LFS files, git blob sha1 for the rest (DESIGN §3).
+"""Content ids of files: sha256 for LFS files, git blob sha1 for the rest.
+
+See docs/architecture.md, "File identity".
 
 The kind of id is told by its length (64 hex = sha256, 40 hex = git sha1), so every caller that
 holds an etag can verify bytes against it without knowing where the etag came from.

@@ -2,23 +2,22 @@
 
 One pooled `requests.Session` serves every call (API and downloads), so keep-alive connections
 are reused. The token is sent only to the Hub endpoint's own origin: redirects to the CDN (or
-anywhere else) never carry it (DESIGN §4).
+anywhere else) never carry it (docs/architecture.md, "Hub protocol").
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import __version__
+from . import env
 from .auth import redact, resolve_token
+from .defaults import CONNECT_TIMEOUT, READ_TIMEOUT, origin
 from .errors import (
     AuthError,
     EntryNotFoundError,
@@ -30,61 +29,12 @@ from .errors import (
     RevisionNotFoundError,
     UsageError,
 )
+from .files import RemoteFile
 from .retry import RETRYABLE_STATUS, RetryPolicy, describe, server_wait
+from .version import __version__
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-REPO_TYPES = ("model", "dataset", "space")
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
 _SHA40 = re.compile(r"^[0-9a-f]{40}$")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-_REPO_ID = re.compile(r"[\w.\-]{1,96}(/[\w.\-]{1,96})?")
-
-
-def validate_repo_id(repo_id: str) -> str:
-    """Refuse a repo id that is not `name` or `org/name` in the Hub's alphabet.
-
-    It ends up in URLs and in cache folder names (`models--org--name`), so `..`, `--` and
-    extra slashes are rejected up front, as `huggingface_hub.validate_repo_id` does.
-    """
-    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
-        raise UsageError(f"invalid repo id {repo_id!r}: expected 'name' or 'org/name'")
-    return repo_id
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a commit, as the tree listing describes it.
-
-    `blob_id` is the git blob sha1 (for LFS files: of the pointer); `lfs_sha256` is set for LFS
-    files. `etag` is the content id the Hub's resolve endpoint reports and the local metadata
-    stores: the sha256 for LFS files, the git sha1 for the rest.
-    """
-
-    path: str
-    size: int
-    blob_id: str
-    lfs_sha256: str | None = None
-    xet_hash: str | None = None
-
-    @property
-    def is_lfs(self) -> bool:
-        return self.lfs_sha256 is not None
-
-    @property
-    def etag(self) -> str:
-        return self.lfs_sha256 or self.blob_id
-
-
-def endpoint_from_env(explicit: str | None = None) -> str:
-    """`--endpoint`, else `HF_ENDPOINT`, else the public Hub; without a trailing slash."""
-    return (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
 class _NoCookies(requests.cookies.RequestsCookieJar):
@@ -103,7 +53,7 @@ class _HubSession(requests.Session):
     def __init__(self, endpoint: str, token: str | None) -> None:
         super().__init__()
         self.cookies = _NoCookies()
-        self._hub_origin = _origin(endpoint)
+        self._hub_origin = origin(endpoint)
         self._token = token
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
@@ -116,7 +66,7 @@ class _HubSession(requests.Session):
 
     def _apply_auth(self, prepared: requests.PreparedRequest) -> None:
         prepared.headers.pop("Authorization", None)
-        if self._token and _origin(prepared.url or "") == self._hub_origin:
+        if self._token and origin(prepared.url or "") == self._hub_origin:
             prepared.headers["Authorization"] = f"Bearer {self._token}"
 
 
@@ -132,14 +82,10 @@ class HubClient:
         retry: RetryPolicy | None = None,
         offline: bool | None = None,
     ) -> None:
-        self.endpoint = endpoint_from_env(endpoint)
+        self.endpoint = env.endpoint(endpoint)
         self.token = resolve_token(token)
         self.retry = retry or RetryPolicy()
-        self.offline = (
-            offline
-            if offline is not None
-            else os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        )
+        self.offline = env.offline() if offline is None else offline
         self.session = _HubSession(self.endpoint, self.token)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -245,19 +191,16 @@ class HubClient:
         self.session.close()
 
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
 def _configure_environment(session: requests.Session) -> None:
     """Skip requests' per-request scan of proxy variables and ~/.netrc when no proxy is set.
 
     That scan costs about a fifth of the client time of a small-file request, and ~/.netrc
     credentials have no business on Hub or CDN requests. A custom CA bundle still applies.
     """
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+    if env.proxy_configured():
         return
     session.trust_env = False
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = env.ca_bundle()
     if bundle:
         session.verify = bundle
 

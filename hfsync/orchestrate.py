@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HfsyncError, UsageError
-from .hub import REPO_TYPES, HubClient, RemoteFile, validate_repo_id
-from .plan import Plan, PlanOptions, check_listing, make_plan
-from .targets.base import Target
-from .targets.local import LocalTarget
+from .errors import HfsyncError, UsageError, most_severe
+from .files import REPO_TYPES, RemoteFile, check_listing, validate_repo_id
+from .hub import HubClient
+from .plan import Plan, PlanOptions, make_plan
+from .targets import Target, open_target
 from .transfer.jobs import NullProgress, ProgressSink, TransferConfig, TransferReport
 
 
@@ -74,7 +74,7 @@ def sync(
     started = time.monotonic()
     config = config or TransferConfig()
     client = client or HubClient(endpoint, token, pool_size=config.connections + 4)
-    target = target or make_target(repo_id, repo_type, dest, cache_dir)
+    target = target or open_target(dest, repo_id=repo_id, repo_type=repo_type, cache_dir=cache_dir)
     progress = progress or NullProgress()
     calls_before = client.api_calls
 
@@ -106,7 +106,7 @@ def sync(
                 "nothing was changed"
             )
         for item in plan.refreshes:
-            target.mark_current(_remote(item.remote), plan.commit)
+            target.mark_current(_remote(item.remote), plan.commit, item.held)
         jobs = [
             target.job(
                 _remote(item.remote),
@@ -121,7 +121,7 @@ def sync(
             result.report = run_transfers(jobs, client, config, progress)
             _raise_failures(result.report)
         for item in plan.deletes:
-            target.delete(item.path)
+            target.delete(item.path, plan.commit)
             result.deleted.append(item.path)
         target.finish(plan.commit, revision)
 
@@ -131,33 +131,30 @@ def sync(
         return run()
 
 
-def make_target(
-    repo_id: str, repo_type: str, dest: Path | str | None, cache_dir: Path | str | None
-) -> Target:
-    """A local folder when DEST is given, else the HF cache."""
-    if dest is not None:
-        return LocalTarget(Path(dest))
-    from .targets.cache import CacheTarget
-
-    return CacheTarget(repo_id, repo_type, cache_dir)
-
-
 def _remote(remote: RemoteFile | None) -> RemoteFile:
     assert remote is not None, "planned transfers always carry their remote file"
     return remote
 
 
 def _raise_failures(report: TransferReport) -> None:
-    """Turn failed files into one error: the first failure's kind, with a count."""
+    """Turn failed files into one error: the most severe failure's kind, with a count.
+
+    Severity, not path order, decides (errors.SEVERITY): a network failure on `a.bin` must not
+    hide an integrity failure on `z.bin` from the exit code cron and monitoring branch on.
+    """
     failures = report.failures
     if not failures:
         return
-    first = failures[0].error or HfsyncError(f"{failures[0].job.path}: failed")
-    if not isinstance(first, HfsyncError):
-        first = HfsyncError(f"{failures[0].job.path}: {first}")
+    errors = [
+        f.error
+        if isinstance(f.error, HfsyncError)
+        else HfsyncError(f"{f.job.path}: {f.error or 'failed'}")
+        for f in failures
+    ]
+    worst = most_severe(errors)
+    assert isinstance(worst, HfsyncError)
     if len(failures) > 1:
-        message = f"{len(failures)} files failed; first: {first}"
-        error = type(first)(message)
-        error.exit_code = first.exit_code
-        raise error from first
-    raise first
+        error = type(worst)(f"{len(failures)} files failed; most severe: {worst}")
+        error.exit_code = worst.exit_code
+        raise error from worst
+    raise worst

@@ -1,22 +1,21 @@
 """The planner: a pure function from (remote listing, target state, options) to a Plan.
 
 No I/O happens here, so `--dry-run` is just "print the plan", and the rules for what counts as
-unchanged live in one place that tests can exercise with plain data (DESIGN §2, §3).
+unchanged live in one place that tests can exercise with plain data (docs/architecture.md,
+"Pipeline" and "File identity").
 """
 
 from __future__ import annotations
 
 import fnmatch
-import functools
-import ntpath
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import RemotePathError
-from .hub import RemoteFile
+from .files import RemoteFile, TargetFile, check_listing
+
+__all__ = ["Action", "Plan", "PlanItem", "PlanOptions", "TargetFile", "make_plan", "selected"]
 
 
 class Action(str, Enum):
@@ -25,24 +24,6 @@ class Action(str, Enum):
     UNCHANGED = "unchanged"
     DELETE = "delete"
     SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class TargetFile:
-    """What a target knows of one file it holds.
-
-    `etag` is the content id the target can vouch for — from metadata that is still valid, or
-    from hashing the file — and None when it does not know (e.g. the size already differs).
-    `needs_record` says the content is right but the target's bookkeeping is not (metadata to
-    rewrite after a hash, a cached blob to link into the snapshot): no bytes, just a record.
-    `commit` is the commit its metadata names, if any.
-    """
-
-    path: str
-    size: int
-    etag: str | None = None
-    needs_record: bool = False
-    commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +43,7 @@ class PlanItem:
     size: int
     remote: RemoteFile | None = None
     refresh_metadata: bool = False
+    held: TargetFile | None = None  # what the target reported, for the executor's record step
 
     @property
     def transfers(self) -> bool:
@@ -92,49 +74,6 @@ class Plan:
     def counts(self) -> dict[str, int]:
         counter = Counter(item.action.value for item in self.items)
         return {action.value: counter.get(action.value, 0) for action in Action}
-
-
-_CONTROL = re.compile(r"[\x00-\x1f]")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def check_remote_path(path: str) -> None:
-    """Refuse a repo path that could land outside the destination on any OS.
-
-    Remote listings are untrusted: `..`, absolute, drive/UNC paths, backslashes, NUL and empty
-    segments are rejected before anything is written (as `huggingface_hub` does, plus the
-    characters that would make the POSIX and Windows readings of a name disagree). Cached,
-    because every scan and plan asks again for every path of the listing.
-    """
-    problem = None
-    if not path:
-        problem = "empty path"
-    elif "\0" in path:
-        problem = "NUL byte"
-    elif "\\" in path:
-        problem = "backslash"
-    elif _CONTROL.search(path):
-        problem = "control character"
-    elif path.startswith("/"):
-        problem = "absolute path"
-    else:
-        parts = path.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            problem = "'..', '.' or empty segment"
-        elif any(":" in part and ntpath.splitdrive(part)[0] for part in parts):
-            problem = "drive path"
-        elif parts[0] == ".cache" and len(parts) > 1 and parts[1] == "huggingface":
-            problem = "collides with the .cache/huggingface state folder"
-    if problem:
-        raise RemotePathError(
-            f"refusing unsafe path from the Hub listing: {path!r} ({problem}); nothing was written"
-        )
-
-
-def check_listing(files: Iterable[RemoteFile]) -> None:
-    """Refuse the whole listing if any path is unsafe, before anything looks at the target."""
-    for remote_file in files:
-        check_remote_path(remote_file.path)
 
 
 def _expand(pattern: str) -> str:
@@ -173,8 +112,9 @@ def make_plan(
     if options.delete:
         for path in sorted(set(local) - remote_paths):
             if selected(path, options.include, options.exclude):
+                held = local[path]
                 items.append(
-                    PlanItem(path, Action.DELETE, "not in source (--delete)", local[path].size)
+                    PlanItem(path, Action.DELETE, "not in source (--delete)", held.size, held=held)
                 )
     return Plan(commit=commit, items=tuple(items))
 
@@ -183,12 +123,12 @@ def _compare(commit: str, remote: RemoteFile, held: TargetFile | None) -> PlanIt
     if held is None:
         return PlanItem(remote.path, Action.NEW, "new file", remote.size, remote)
     if held.size != remote.size:
-        return PlanItem(remote.path, Action.UPDATE, "size differs", remote.size, remote)
+        return PlanItem(remote.path, Action.UPDATE, "size differs", remote.size, remote, held=held)
     if held.etag != remote.etag:
         reason = "content differs" if held.etag else "content unknown"
-        return PlanItem(remote.path, Action.UPDATE, reason, remote.size, remote)
+        return PlanItem(remote.path, Action.UPDATE, reason, remote.size, remote, held=held)
     # Bookkeeping is written only where it is missing or stale. Metadata naming an older commit
     # is still right about the content; rewriting thousands of such files on every new commit
     # would make a one-file update cost O(repo).
     refresh = held.needs_record
-    return PlanItem(remote.path, Action.UNCHANGED, "identical", remote.size, remote, refresh)
+    return PlanItem(remote.path, Action.UNCHANGED, "identical", remote.size, remote, refresh, held)

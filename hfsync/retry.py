@@ -3,15 +3,16 @@ and how long to wait before it.
 
 Exponential backoff with full jitter, so many chunks failing together do not retry in lockstep;
 a server's own `Retry-After` / `RateLimit: ...;r=0;t=N` always wins, because the Hub's rate
-limiter means it (DESIGN §4).
+limiter means it (docs/architecture.md, "Hub protocol").
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from . import env
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _RATELIMIT_T = re.compile(r"\br=(\d+).*?\bt=(\d+)")
@@ -23,7 +24,7 @@ class RetryPolicy:
     """How many tries an operation gets and how the wait between them grows."""
 
     tries: int = 6
-    base_delay: float = float(os.environ.get("HFSYNC_BACKOFF_BASE", "0.5"))
+    base_delay: float = field(default_factory=env.backoff_base)  # read per policy, not at import
     max_delay: float = 8.0
     max_server_wait: float = 300.0
 

@@ -1,8 +1,9 @@
 """The per-commit listing cache, in the official client's `trees/<commit>.json` format.
 
 Commits are immutable, so a listing fetched once never goes stale; reading it back lets a
-re-sync of an unchanged revision make one API call and no listing call (DESIGN §3). Sharing the
-official format means `huggingface_hub` reuses ours and we reuse theirs.
+re-sync of an unchanged revision make one API call and no listing call (docs/architecture.md,
+"File identity"). Sharing the official format means `huggingface_hub` reuses ours and we
+reuse theirs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .hub import RemoteFile
+from .files import RemoteFile
 
 FORMAT_VERSION = 1
 

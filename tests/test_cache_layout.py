@@ -14,7 +14,7 @@ import pytest
 
 from hfsync.cache_scan import prune, scan_cache
 from hfsync.errors import RemotePathError, UsageError
-from hfsync.hub import RemoteFile
+from hfsync.files import RemoteFile
 from hfsync.plan import Action, make_plan
 from hfsync.targets import cache as cache_module
 from hfsync.targets.cache import CacheTarget, cache_root, repo_folder_name
@@ -58,7 +58,7 @@ def sync_files(target: CacheTarget, files: dict[str, bytes], commit: str, revisi
     state = target.scan(remote, checksum=False, all_files=False, commit=commit)
     plan = make_plan(commit, remote.values(), state)
     for item in plan.refreshes:
-        target.mark_current(remote[item.path], commit)
+        target.mark_current(remote[item.path], commit, item.held)
     for item in plan.transfers:
         download(target, remote[item.path], files[item.path], commit)
     target.finish(commit, revision)
@@ -124,7 +124,7 @@ def test_scan_states_drive_the_plan(tmp_path: Path) -> None:
     plan = make_plan(C2, remote.values(), state)
     assert not plan.transfers and len(plan.refreshes) == 3
     for item in plan.refreshes:
-        target.mark_current(remote[item.path], C2)
+        target.mark_current(remote[item.path], C2, item.held)
     assert (tmp_path / "models--org--model" / "snapshots" / C2 / "w.bin").read_bytes() == files[
         "w.bin"
     ]

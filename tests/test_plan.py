@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfsync.errors import RemotePathError
-from hfsync.hub import RemoteFile
+from hfsync.files import RemoteFile
 from hfsync.plan import Action, PlanOptions, TargetFile, make_plan, selected
 
 COMMIT = "a" * 40

@@ -6,7 +6,7 @@ import io
 import threading
 from pathlib import Path
 
-from hfsync.progress import TqdmProgress
+from hfsync.cli.progress import TqdmProgress
 from hfsync.transfer import FileJob
 
 

@@ -1,7 +1,11 @@
-"""The interface every target implements, and the lock file they share.
+"""The two seams every destination implements, and the lock file they share.
 
-A target answers "what do you hold?" (scan) and "put this verified file in place" (the finalize
-callback of a FileJob), so the sync orchestration never needs to know a target's layout.
+**Target state** answers "what do you hold?" and keeps the bookkeeping (lock, listing cache,
+scan, mark current, delete, finish). **Placement** turns a verified local file into a held one
+(a part path to stage bytes in, and a finalize step). The local folder and the HF cache have
+both; an SSH host has only state, and its bytes arrive through the remote push, so it never has
+to pretend to own a local part file. Scan results (`TargetFile`) carry everything the later
+calls need, so no target keeps hidden state between `scan` and `mark_current`.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import DiskError, LockedError, RemotePathError
-from ..hub import RemoteFile
-from ..plan import TargetFile
+from ..files import RemoteFile, TargetFile
 from ..transfer.jobs import FileJob
 
 
-class Target(Protocol):
-    """What the sync orchestration needs from a destination."""
+class TargetState(Protocol):
+    """What the sync orchestration needs to know and record about a destination."""
 
     description: str
 
@@ -48,17 +51,28 @@ class Target(Protocol):
         cache) need it to find their state, others ignore it.
         """
 
-    def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
-        """A FileJob whose part file and finalize step fit this target's layout."""
+    def mark_current(self, remote: RemoteFile, commit: str, held: TargetFile | None) -> None:
+        """Record that the held copy of `remote` is current (bookkeeping only, no download).
 
-    def mark_current(self, remote: RemoteFile, commit: str) -> None:
-        """Record that the held copy of `remote` is current (metadata only, no bytes)."""
+        `held` is what `scan` reported for the path (its `source` says where content that is
+        not yet in place was found)."""
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, commit: str) -> None:
         """Remove a file the source no longer has (`--delete`)."""
 
     def finish(self, commit: str, revision: str) -> None:
         """Called once after every transfer succeeded (e.g. the cache writes its ref last)."""
+
+
+class Placement(Protocol):
+    """Where a local executor stages a file's bytes, and how the verified file is put in place."""
+
+    def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
+        """A FileJob whose part file and finalize step fit this target's layout."""
+
+
+class Target(TargetState, Placement, Protocol):
+    """A destination with local placement: the local folder and the HF cache."""
 
 
 @contextlib.contextmanager

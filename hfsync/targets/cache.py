@@ -1,7 +1,7 @@
 """The Hugging Face cache as a target, laid out exactly as `huggingface_hub` lays it out.
 
 `from_pretrained("gpt2")` reads the cache, not a folder, so filling the cache is what most users
-need (DESIGN §3, anchors §1.8). The layout is the state; nothing else is kept:
+need (docs/architecture.md, "File identity"). The layout is the state; nothing else is kept:
 
     $HF_HUB_CACHE/
       .locks/models--org--name/hfsync.lock     our per-repo lock (the official client's per-etag
@@ -51,37 +51,26 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ..auth import hf_home
+from .. import env
 from ..errors import DiskError, RemotePathError, UsageError
+from ..files import RemoteFile, TargetFile, check_remote_path, validate_repo_id
 from ..hashing import hash_file
-from ..hub import RemoteFile, validate_repo_id
-from ..plan import TargetFile, check_remote_path
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
 from .base import ensure_inside, lock_file, make_parents
 from .local import CACHEDIR_TAG
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 _symlink_support: dict[str, bool] = {}
 _symlink_support_lock = threading.Lock()
 
 
-def env_true(name: str) -> bool:
-    """An environment flag as `huggingface_hub` reads it (1/ON/YES/TRUE, any case)."""
-    return os.environ.get(name, "").upper() in _TRUE
-
-
 def cache_root(cache_dir: Path | str | None = None) -> Path:
     """`cache_dir`, else `HF_HUB_CACHE` (legacy `HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`."""
-    chosen = (
-        cache_dir
-        or os.environ.get("HF_HUB_CACHE")
-        or os.environ.get("HUGGINGFACE_HUB_CACHE")
-        or hf_home() / "hub"
-    )
-    return Path(os.path.expandvars(os.path.expanduser(str(chosen)))).absolute()
+    if cache_dir:
+        return Path(os.path.expandvars(os.path.expanduser(str(cache_dir)))).absolute()
+    return env.hub_cache().absolute()
 
 
 def repo_folder_name(repo_id: str, repo_type: str) -> str:
@@ -96,7 +85,7 @@ def symlinks_supported(root: Path) -> bool:
     Honours `HF_HUB_DISABLE_SYMLINKS` like the official client, and probes the cache folder
     itself (not /tmp) since support depends on the filesystem the cache lives on.
     """
-    if env_true("HF_HUB_DISABLE_SYMLINKS"):
+    if env.symlinks_disabled():
         return False
     key = os.path.realpath(root)
     with _symlink_support_lock:
@@ -148,9 +137,6 @@ class CacheTarget:
         self.refs_dir = self.storage / "refs"
         self.locks_dir = self.root / ".locks" / self.folder_name
         self.description = str(self.storage)
-        # Where scan found the content of a path that still has to be placed in the snapshot.
-        self._sources: dict[str, Path] = {}
-        self._commit: str | None = None
         self._parts: dict[str, int] = {}
         self._copies: dict[tuple[str, int], Path] | None = None
 
@@ -204,8 +190,6 @@ class CacheTarget:
         commit: str | None = None,
     ) -> dict[str, TargetFile]:
         """The state of each listed path in `commit`'s snapshot (see the module docstring)."""
-        self._commit = commit
-        self._sources = {}
         self._copies = None
         state: dict[str, TargetFile] = {}
         for path, remote_file in remote.items():
@@ -239,10 +223,10 @@ class CacheTarget:
 
         return FileJob(remote.path, remote.size, remote.etag, url, part, finalize)
 
-    def mark_current(self, remote: RemoteFile, commit: str) -> None:
+    def mark_current(self, remote: RemoteFile, commit: str, held: TargetFile | None) -> None:
         """Place content that is already on disk into the snapshot: link it, or copy it."""
         destination = self.snapshot_path(commit, remote.path)
-        source = self._sources.pop(remote.path, None)
+        source = self._source_path(held)
         with self._disk_errors(destination):
             if source is None:
                 if os.path.lexists(destination):
@@ -259,12 +243,10 @@ class CacheTarget:
             else:
                 self._copy(source, destination)
 
-    def delete(self, path: str) -> None:
-        """Remove `path` from the scanned commit's snapshot (never planned: see module doc)."""
-        if self._commit is None:
-            return
-        entry = self.snapshot_path(self._commit, path)
-        ensure_inside(self.snapshot_dir(self._commit), entry)
+    def delete(self, path: str, commit: str) -> None:
+        """Remove `path` from `commit`'s snapshot (never planned: see module doc)."""
+        entry = self.snapshot_path(commit, path)
+        ensure_inside(self.snapshot_dir(commit), entry)
         with self._disk_errors(entry), contextlib.suppress(FileNotFoundError):
             entry.unlink()
 
@@ -339,10 +321,19 @@ class CacheTarget:
         source = self._find_content(remote, commit)
         if source is None:
             return None
-        self._sources[path] = source
+        where = os.path.relpath(source, self.storage)
         if checksum:
-            return TargetFile(path, remote.size, hash_file(source, remote.etag), True)
-        return TargetFile(path, remote.size, remote.etag, needs_record=True)
+            digest = hash_file(source, remote.etag)
+            return TargetFile(path, remote.size, digest, True, source=where)
+        return TargetFile(path, remote.size, remote.etag, needs_record=True, source=where)
+
+    def _source_path(self, held: TargetFile | None) -> Path | None:
+        """The file `scan` found the content in, checked to still lie inside this repo folder."""
+        if held is None or held.source is None:
+            return None
+        source = self.storage / held.source
+        ensure_inside(self.storage, source)
+        return source
 
     def _find_content(self, remote: RemoteFile, commit: str | None) -> Path | None:
         blob = self.blob_path(remote.etag)

@@ -1,4 +1,6 @@
-"""A plain local folder, with the official client's `--local-dir` bookkeeping (DESIGN §3).
+"""A plain local folder, with the official client's `--local-dir` bookkeeping.
+
+See docs/architecture.md, "File identity".
 
 State lives in `DEST/.cache/huggingface/download/<path>.metadata` (commit, etag, timestamp), the
 same files `hf download --local-dir` reads and writes, so either tool recognises the other's
@@ -17,9 +19,8 @@ from pathlib import Path
 from stat import S_ISREG
 
 from ..errors import DiskError
+from ..files import RemoteFile, TargetFile, check_remote_path
 from ..hashing import hash_file
-from ..hub import RemoteFile
-from ..plan import TargetFile, check_remote_path
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
 from .base import ensure_inside, lock_file, make_parents
@@ -105,10 +106,10 @@ class LocalTarget:
 
         return FileJob(remote.path, remote.size, remote.etag, url, part, finalize)
 
-    def mark_current(self, remote: RemoteFile, commit: str) -> None:
+    def mark_current(self, remote: RemoteFile, commit: str, held: TargetFile | None) -> None:
         self._write_metadata(remote.path, commit, remote.etag)
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, commit: str) -> None:
         target = self.file_path(path)
         ensure_inside(self.root, target)
         for victim in (target, self.metadata_path(path)):

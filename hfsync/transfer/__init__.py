@@ -1,4 +1,6 @@
-"""The transfer executor: ranged, pooled, resumable, verified downloads (DESIGN §5).
+"""The transfer executor: ranged, pooled, resumable, verified downloads.
+
+See docs/architecture.md, "Transfers".
 
 The engine is imported on first use, so commands that move no bytes (a no-op re-sync, `info`,
 `--dry-run`) do not pay for loading it.

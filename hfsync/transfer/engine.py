@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import requests
 
 from ..auth import redact
+from ..defaults import INTERRUPTED_MESSAGE
 from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
 from ..hub import HubClient
 from ..units import human_size
@@ -197,9 +198,7 @@ class _Engine:
             deadline = time.monotonic() + _STOP_GRACE
             for worker in workers:
                 worker.join(max(0.0, deadline - time.monotonic()))
-            raise Interrupted(
-                "interrupted; partial downloads are kept and a rerun resumes them"
-            ) from None
+            raise Interrupted(INTERRUPTED_MESSAGE) from None
         for worker in workers:
             worker.join()
 

@@ -16,11 +16,12 @@ import http.client
 import re
 import threading
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3.exceptions
 
+from ..defaults import origin
 from ..errors import HfsyncError, IntegrityError
 from ..hub import hub_error
 from ..retry import RETRYABLE_STATUS, describe, server_wait
@@ -53,15 +54,6 @@ class Expired(Exception):
     def __init__(self, url: str) -> None:
         super().__init__("signed URL expired")
         self.url = url
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return (
-        parts.scheme,
-        (parts.hostname or "").lower(),
-        parts.port or {"http": 80, "https": 443}.get(parts.scheme),
-    )
 
 
 @dataclass(frozen=True)

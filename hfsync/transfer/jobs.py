@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..defaults import CONNECT_TIMEOUT, DEFAULT_CHUNK, DEFAULT_CONNECTIONS, READ_TIMEOUT
+
 
 @dataclass
 class FileJob:
@@ -35,13 +37,13 @@ class FileJob:
 class TransferConfig:
     """Knobs of the executor; defaults are chosen by `scripts/bench`."""
 
-    connections: int = 16
-    chunk_size: int = 16 * 1024 * 1024
+    connections: int = DEFAULT_CONNECTIONS
+    chunk_size: int = DEFAULT_CHUNK
     max_tries: int = 6
     bwlimit: float | None = None  # bytes per second across all connections
     verify: bool = True  # hash every file against its content id (size is always checked)
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0  # a stalled connection is retried after this many seconds
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
 
 
 @dataclass

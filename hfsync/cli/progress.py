@@ -14,7 +14,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .transfer.jobs import FileJob
+from ..transfer.jobs import FileJob
 
 LARGE_FILE = 64 * 1024 * 1024  # files at least this big get their own bar
 MAX_FILE_BARS = 6  # more concurrent bars than this would scroll the aggregate bar away

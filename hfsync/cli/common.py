@@ -1,0 +1,124 @@
+"""What every command shares: the one error handler and the option groups.
+
+Every failure ends as one line on stderr and the exit code of docs/architecture.md ("Exit
+codes"); with `--json` the same error is also one JSON document on stdout, because scripts
+parse stdout. A traceback is shown only with `--debug`, and the token is scrubbed from
+anything printed, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..auth import redact, resolve_token
+from ..defaults import INTERRUPTED_MESSAGE
+from ..errors import HfsyncError
+from ..files import REPO_TYPES
+
+
+def fail(message: str, code: int, *, kind: str, as_json: bool = False) -> None:
+    """Print one error line (and, for --json, one error document) and exit with `code`."""
+    if as_json:
+        doc = {"ok": False, "error": {"kind": kind, "message": message, "exit_code": code}}
+        click.echo(json.dumps(doc, indent=2))
+    click.echo(f"hfsync: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _token_for_redaction(kwargs: dict[str, Any]) -> str | None:
+    try:
+        return resolve_token(kwargs.get("token"))
+    except Exception:  # noqa: BLE001 - a broken token source must not hide the real error
+        return kwargs.get("token")
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map every exception to one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        as_json = kwargs.get("as_json", False)
+        try:
+            return func(*args, **kwargs)
+        except HfsyncError as exc:
+            token = _token_for_redaction(kwargs)
+            if debug:
+                _print_traceback(token)
+            fail(redact(str(exc), token), exc.exit_code, kind=type(exc).__name__, as_json=as_json)
+        except KeyboardInterrupt:
+            fail(INTERRUPTED_MESSAGE, 130, kind="Interrupted", as_json=as_json)
+        except (click.exceptions.Exit, click.exceptions.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+            token = _token_for_redaction(kwargs)
+            if debug:
+                _print_traceback(token)
+            message = redact(f"unexpected {type(exc).__name__}: {exc}", token)
+            fail(message, 1, kind="UnexpectedError", as_json=as_json)
+
+    return wrapper
+
+
+def _print_traceback(token: str | None) -> None:
+    click.echo(redact(traceback.format_exc(), token), err=True, nl=False)
+
+
+def repo_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that names a repo."""
+    decorators = [
+        click.option(
+            "--repo-type",
+            type=click.Choice(REPO_TYPES),
+            default="model",
+            show_default=True,
+            help="Kind of repo.",
+        ),
+        click.option(
+            "--revision",
+            default="main",
+            show_default=True,
+            help="Branch, tag or commit sha to sync.",
+        ),
+        click.option(
+            "--token",
+            default=None,
+            help="Hub token (default: HF_TOKEN, then the token file of `hf auth login`). "
+            "Prefer HF_TOKEN: a command-line value is visible in process lists.",
+        ),
+        click.option(
+            "--endpoint",
+            default=None,
+            help="Hub endpoint (default: HF_ENDPOINT, then https://huggingface.co).",
+        ),
+        json_option,
+        debug_option,
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
+
+
+def debug_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(func)
+
+
+def cache_dir_option(func: Callable[..., Any], help_text: str | None = None) -> Callable[..., Any]:
+    return click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help=help_text or "HF cache folder (default: HF_HUB_CACHE, then $HF_HOME/hub).",
+    )(func)

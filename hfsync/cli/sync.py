@@ -1,0 +1,162 @@
+"""`hfsync sync REPO [DEST]`: make a folder (or the HF cache) hold exactly a repo's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..defaults import DEFAULT_CHUNK_TEXT, DEFAULT_CONNECTIONS
+from ..errors import UsageError
+from ..transfer.jobs import NullProgress, ProgressSink, TransferConfig
+from ..units import parse_size
+from .common import handle_errors, repo_options
+from .render import plan_lines, result_json, summary_line
+
+
+def transfer_options(func):  # noqa: ANN001, ANN201 - a click decorator
+    """`--connections`, `--chunk-size`, `--bwlimit`: the executor's knobs."""
+    func = click.option("--bwlimit", default=None, help="Cap the total rate, bytes/s (e.g. 50M).")(
+        func
+    )
+    func = click.option(
+        "--chunk-size",
+        default=DEFAULT_CHUNK_TEXT,
+        show_default=True,
+        help="Split big files into ranges of this size (e.g. 8M, 64M).",
+    )(func)
+    return click.option(
+        "--connections",
+        "-j",
+        "--jobs",
+        type=click.IntRange(1, 256),
+        default=DEFAULT_CONNECTIONS,
+        show_default=True,
+        help="Parallel HTTP connections shared by all files and chunks.",
+    )(func)
+
+
+def plan_options(func):  # noqa: ANN001, ANN201 - a click decorator
+    """The selection and deletion options every sync-like command shares."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable)."
+            ),
+            click.option(
+                "--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable)."
+            ),
+            click.option("--delete", is_flag=True, help="Delete files the repo no longer has."),
+            click.option(
+                "--max-delete", type=click.IntRange(min=0), help="Refuse to delete more than N."
+            ),
+            click.option("--dry-run", "-n", is_flag=True, help="Show the plan; change nothing."),
+            click.option(
+                "--checksum", "-c", is_flag=True, help="Hash every held file, trust no metadata."
+            ),
+            click.option("--quiet", "-q", is_flag=True, help="Print errors only."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def transfer_config(connections: int, chunk_size: str, bwlimit: str | None) -> TransferConfig:
+    return TransferConfig(
+        connections=connections,
+        chunk_size=parse_size(chunk_size, "--chunk-size"),
+        bwlimit=parse_size(bwlimit, "--bwlimit") if bwlimit else None,
+    )
+
+
+def progress_sink(enabled: bool) -> ProgressSink:
+    """tqdm bars on a terminal, nothing otherwise (the bars decide about the terminal)."""
+    if not enabled:
+        return NullProgress()
+    try:
+        from .progress import TqdmProgress
+    except ImportError:
+        return NullProgress()
+    return TqdmProgress()
+
+
+@click.command()
+@click.argument("repo")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@repo_options
+@plan_options
+@transfer_options
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="HF cache to fill when DEST is omitted (default: HF_HUB_CACHE).",
+)
+@click.option(
+    "--cache", "use_cache", is_flag=True, help="Fill the HF cache (the default without DEST)."
+)
+@handle_errors
+def sync(
+    repo: str,
+    dest: Path | None,
+    repo_type: str,
+    revision: str,
+    token: str | None,
+    endpoint: str | None,
+    as_json: bool,
+    debug: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    delete: bool,
+    max_delete: int | None,
+    dry_run: bool,
+    checksum: bool,
+    quiet: bool,
+    connections: int,
+    chunk_size: str,
+    bwlimit: str | None,
+    cache_dir: Path | None,
+    use_cache: bool,
+) -> None:
+    """Make DEST hold exactly REPO's files at --revision, fetching only what changed.
+
+    Without DEST, fill the Hugging Face cache (as `from_pretrained` reads it).
+    """
+    from ..orchestrate import sync as run_sync
+
+    config = transfer_config(connections, chunk_size, bwlimit)
+    if dest is not None and (cache_dir is not None or use_cache):
+        raise UsageError("give either DEST or --cache/--cache-dir, not both")
+    progress = progress_sink(not (quiet or as_json or dry_run))
+    try:
+        result = run_sync(
+            repo,
+            dest,
+            repo_type=repo_type,
+            revision=revision,
+            include=include,
+            exclude=exclude,
+            delete=delete,
+            max_delete=max_delete,
+            dry_run=dry_run,
+            checksum=checksum,
+            token=token,
+            endpoint=endpoint,
+            config=config,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result_json(result), indent=2))
+        return
+    if quiet:
+        return
+    if dry_run:
+        click.echo(f"{repo} @ {result.commit} -> {result.target}")
+        for line in plan_lines(result.plan):
+            click.echo(line)
+    moved, took = result.bytes_transferred, result.duration
+    click.echo(summary_line(result.plan, moved, took, dry_run=dry_run))

@@ -1,0 +1,118 @@
+"""The data the planner, the targets and the executors share, and the rules for trusting it.
+
+`RemoteFile` is one file of a commit as the Hub lists it; `TargetFile` is what a target holds
+at a path. The path and id rules live here, not in the Hub client, because every consumer of a
+listing (the planner, every target, the remote helper) must apply them and none of them should
+have to import an HTTP library to do so. Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import ntpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import RemotePathError, UsageError
+
+REPO_TYPES = ("model", "dataset", "space")
+_REPO_ID = re.compile(r"[\w.\-]{1,96}(/[\w.\-]{1,96})?")
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a commit, as the tree listing describes it.
+
+    `blob_id` is the git blob sha1 (for LFS files: of the pointer); `lfs_sha256` is set for LFS
+    files. `etag` is the content id the Hub's resolve endpoint reports and the local metadata
+    stores: the sha256 for LFS files, the git sha1 for the rest.
+    """
+
+    path: str
+    size: int
+    blob_id: str
+    lfs_sha256: str | None = None
+    xet_hash: str | None = None
+
+    @property
+    def is_lfs(self) -> bool:
+        return self.lfs_sha256 is not None
+
+    @property
+    def etag(self) -> str:
+        return self.lfs_sha256 or self.blob_id
+
+
+@dataclass(frozen=True)
+class TargetFile:
+    """What a target knows of one file it holds.
+
+    `etag` is the content id the target can vouch for — from metadata that is still valid, or
+    from hashing the file — and None when it does not know (e.g. the size already differs).
+    `needs_record` says the content is right but the target's bookkeeping is not (metadata to
+    rewrite after a hash, a cached blob to link into the snapshot): no bytes, just a record.
+    `commit` is the commit its metadata names, if any. `source` is where the target found the
+    content when it is not yet at its place (the HF cache's blob or another snapshot's copy):
+    the scan result carries it to `mark_current`, so a target keeps no hidden state between
+    the two calls.
+    """
+
+    path: str
+    size: int
+    etag: str | None = None
+    needs_record: bool = False
+    commit: str | None = None
+    source: str | None = None
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Refuse a repo id that is not `name` or `org/name` in the Hub's alphabet.
+
+    It ends up in URLs and in cache folder names (`models--org--name`), so `..`, `--` and
+    extra slashes are rejected up front, as `huggingface_hub.validate_repo_id` does.
+    """
+    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise UsageError(f"invalid repo id {repo_id!r}: expected 'name' or 'org/name'")
+    return repo_id
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def check_remote_path(path: str) -> None:
+    """Refuse a repo path that could land outside the destination on any OS.
+
+    Remote listings are untrusted: `..`, absolute, drive/UNC paths, backslashes, NUL and empty
+    segments are rejected before anything is written (as `huggingface_hub` does, plus the
+    characters that would make the POSIX and Windows readings of a name disagree). Cached,
+    because every scan and plan asks again for every path of the listing.
+    """
+    problem = None
+    if not path:
+        problem = "empty path"
+    elif "\0" in path:
+        problem = "NUL byte"
+    elif "\\" in path:
+        problem = "backslash"
+    elif _CONTROL.search(path):
+        problem = "control character"
+    elif path.startswith("/"):
+        problem = "absolute path"
+    else:
+        parts = path.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            problem = "'..', '.' or empty segment"
+        elif any(":" in part and ntpath.splitdrive(part)[0] for part in parts):
+            problem = "drive path"
+        elif parts[0] == ".cache" and len(parts) > 1 and parts[1] == "huggingface":
+            problem = "collides with the .cache/huggingface state folder"
+    if problem:
+        raise RemotePathError(
+            f"refusing unsafe path from the Hub listing: {path!r} ({problem}); nothing was written"
+        )
+
+
+def check_listing(files: Iterable[RemoteFile]) -> None:
+    """Refuse the whole listing if any path is unsafe, before anything looks at the target."""
+    for remote_file in files:
+        check_remote_path(remote_file.path)
