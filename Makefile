@@ -15,13 +15,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+LINT_PATHS := hfsync tests scripts scripts/bench scripts/demo
+
 lint: install
-	$(VENV)/bin/ruff check hfsync tests scripts
-	$(VENV)/bin/ruff format --check hfsync tests scripts
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 format: install
-	$(VENV)/bin/ruff format hfsync tests scripts
-	$(VENV)/bin/ruff check --fix hfsync tests scripts
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 demo: install
 	$(PY) scripts/demo
