@@ -13,6 +13,7 @@ import ntpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .errors import RemotePathError, UsageError
 
@@ -113,6 +114,61 @@ def check_remote_path(path: str) -> None:
 
 
 def check_listing(files: Iterable[RemoteFile]) -> None:
-    """Refuse the whole listing if any path is unsafe, before anything looks at the target."""
+    """Refuse the whole listing if any entry is unsafe or unverifiable, before anything looks
+    at the target (the full rules: `validate_listing`)."""
+    validate_listing(files)
+
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_listing(files: Iterable[RemoteFile]) -> None:
+    """Refuse a listing hfsync could not verify a download against, or could not place.
+
+    Every byte is checked against the listed content id, so an id that is not one (not 40 or
+    64 lowercase hex) would silently turn verification into a size check; a negative, float or
+    bool size would break range arithmetic and the size check itself; a duplicate path, or a
+    path that is a file and also a folder of another file (`a` and `a/b`), makes the target's
+    final state depend on the order files happen to land. Raises RemotePathError (exit 5)
+    naming the first bad entry; pure, so every entry point (API listing, cached
+    `trees/<commit>.json`, the orchestration) applies the same rules.
+    """
+    seen: set[str] = set()
+    order: list[str] = []  # listing order, so the message names the same entry every run
     for remote_file in files:
-        check_remote_path(remote_file.path)
+        path = remote_file.path
+        if not isinstance(path, str):
+            _unverifiable(path, "the path is not a string")
+        check_remote_path(path)
+        size = remote_file.size
+        if type(size) is not int or size < 0:
+            _unverifiable(path, f"size {_short(size)} is not a non-negative integer")
+        blob_id = remote_file.blob_id
+        if not isinstance(blob_id, str) or not _HEX40.fullmatch(blob_id):
+            _unverifiable(path, f"blob id {_short(blob_id)} is not 40 lowercase hex digits")
+        sha256 = remote_file.lfs_sha256
+        if sha256 is not None and (not isinstance(sha256, str) or not _HEX64.fullmatch(sha256)):
+            _unverifiable(path, f"LFS sha256 {_short(sha256)} is not 64 lowercase hex digits")
+        if path in seen:
+            _unverifiable(path, "listed twice")
+        seen.add(path)
+        order.append(path)
+    for path in order:
+        cut = path.rfind("/")
+        while cut > 0:
+            if path[:cut] in seen:
+                _unverifiable(path, f"{path[:cut]!r} is listed both as a file and as its folder")
+            cut = path.rfind("/", 0, cut)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unverifiable(path: object, problem: str) -> NoReturn:
+    raise RemotePathError(
+        f"refusing unsafe or unverifiable listing from the Hub: {_short(path)}: {problem}; "
+        "nothing was written"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -25,16 +25,20 @@ from .errors import (
     HfsyncError,
     NetworkError,
     NotFoundError,
+    RemotePathError,
     RepoNotFoundError,
     RevisionNotFoundError,
     UsageError,
 )
-from .files import RemoteFile
+from .files import RemoteFile, validate_listing
+from .gate import OriginGate
 from .retry import RETRYABLE_STATUS, RetryPolicy, describe, server_wait
 from .version import __version__
 
 _SHA40 = re.compile(r"^[0-9a-f]{40}$")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+MAX_PAGES = 100_000  # 1000 entries a page: far beyond any real repo
+SERVER_PACED = frozenset({429, 503})  # statuses whose Retry-After paces the whole origin
 
 
 class _NoCookies(requests.cookies.RequestsCookieJar):
@@ -82,9 +86,11 @@ class HubClient:
         retry: RetryPolicy | None = None,
         offline: bool | None = None,
     ) -> None:
-        self.endpoint = env.endpoint(endpoint)
+        self.endpoint = check_endpoint(env.endpoint(endpoint), "--endpoint" if endpoint else None)
         self.token = resolve_token(token)
         self.retry = retry or RetryPolicy()
+        # one gate for the API client and every transfer worker (the engine gets this client)
+        self.gate = OriginGate(self.retry.server_wait_budget, self.retry.max_server_wait)
         self.offline = env.offline() if offline is None else offline
         self.session = _HubSession(self.endpoint, self.token)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -111,24 +117,30 @@ class HubClient:
     def resolve_revision(self, repo_id: str, repo_type: str, revision: str) -> str:
         """The 40-hex commit a branch, tag or sha names right now."""
         url = self.api_url(repo_id, repo_type, "revision", quote(revision, safe=""))
-        data = self.request("GET", url, what=f"{repo_type} {repo_id}@{revision}").json()
+        data = self._json(self.request("GET", url, what=f"{repo_type} {repo_id}@{revision}"))
         sha = data.get("sha") if isinstance(data, dict) else None
         if not isinstance(sha, str) or not _SHA40.match(sha):
             raise HfsyncError(f"{self.endpoint} returned no commit for {repo_id}@{revision}")
         return sha
 
     def list_files(self, repo_id: str, repo_type: str, commit: str) -> list[RemoteFile]:
-        """Every file of the commit, following the `Link: rel="next"` pagination to the end."""
-        return list(self.iter_files(repo_id, repo_type, commit))
+        """Every file of the commit, following the `Link: rel="next"` pagination to the end.
+
+        The listing is validated here, where it enters (`files.validate_listing`): a hostile
+        or broken one is refused with exit 5 before any caller can act on it.
+        """
+        files = list(self.iter_files(repo_id, repo_type, commit))
+        validate_listing(files)
+        return files
 
     def iter_files(self, repo_id: str, repo_type: str, commit: str) -> Iterator[RemoteFile]:
         url: str | None = self.api_url(repo_id, repo_type, "tree", commit)
         params: dict | None = {"recursive": "true", "expand": "false"}
+        what = f"{repo_type} {repo_id}@{commit}"
+        seen: set[str] = set()
         while url:
-            response = self.request(
-                "GET", url, params=params, what=f"{repo_type} {repo_id}@{commit}"
-            )
-            entries = response.json()
+            response = self.request("GET", url, params=params, what=what)
+            entries = self._json(response)
             if not isinstance(entries, list):
                 raise HfsyncError(f"unexpected tree listing from {self.endpoint}")
             for entry in entries:
@@ -136,6 +148,16 @@ class HubClient:
                     yield _remote_file(entry)
             url = _next_link(response.headers.get("Link"))
             params = None
+            if url is not None:
+                # a `rel="next"` that repeats (or never ends) would page forever: the listing
+                # cannot be completed, so it cannot be trusted (exit 5, as for a hostile one)
+                if url in seen or len(seen) + 1 >= MAX_PAGES:  # len(seen) + 1 pages read
+                    problem = "links to a page already read" if url in seen else "never ends"
+                    raise RemotePathError(
+                        f"{what}: refusing unverifiable listing: its pagination {problem} "
+                        f"(after {len(seen) + 1} pages); nothing was written"
+                    )
+                seen.add(url)
 
     def request(
         self,
@@ -147,11 +169,18 @@ class HubClient:
         headers: dict | None = None,
         allow_redirects: bool = True,
     ) -> requests.Response:
-        """One API request with bounded retries on connection errors, 429 and 5xx."""
+        """One API request with bounded retries on connection errors, 429 and 5xx.
+
+        A 429/503 that says how long to wait holds off the whole origin (`self.gate`) and does
+        not use up a try; the gate's time budget bounds those. Failures no retry can fix (an
+        unsupported redirect scheme, an invalid URL or header) raise at once.
+        """
         if self.offline:
             raise NetworkError("HF_HUB_OFFLINE is set: refusing to contact the Hub")
         last_error = ""
-        for attempt in range(self.retry.tries):
+        failures = 0
+        while failures < self.retry.tries:
+            self.gate.wait(url)
             self.api_calls += 1
             try:
                 response = self.session.request(
@@ -162,15 +191,25 @@ class HubClient:
                     allow_redirects=allow_redirects,
                     timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 )
+            except NOT_RETRYABLE as exc:
+                raise not_retryable(exc, what, self.token) from None
             except requests.RequestException as exc:
                 last_error = describe(exc)
-                self._sleep(attempt, None)
+                failures += 1
+                self._backoff(failures)
                 continue
-            if response.status_code in RETRYABLE_STATUS:
-                last_error = f"HTTP {response.status_code}"
-                self._sleep(attempt, server_wait(response.headers))
+            status = response.status_code
+            if status in RETRYABLE_STATUS:
+                last_error = f"HTTP {status}"
+                wait = server_wait(response.headers) if status in SERVER_PACED else None
+                response.close()
+                if wait is not None:
+                    self.gate.hold_off(response.url or url, wait)
+                    continue
+                failures += 1
+                self._backoff(failures)
                 continue
-            if response.status_code >= 400:
+            if status >= 400:
                 raise hub_error(response, what)
             return response
         raise NetworkError(
@@ -181,14 +220,60 @@ class HubClient:
             )
         )
 
-    def _sleep(self, attempt: int, wait: float | None) -> None:
-        if attempt + 1 >= self.retry.tries:
-            return
-        delay = self.retry.delay(attempt) if wait is None else wait
-        time.sleep(min(delay, self.retry.max_server_wait))
+    def _backoff(self, failures: int) -> None:
+        if failures < self.retry.tries:
+            time.sleep(self.retry.delay(failures - 1))
+
+    def _json(self, response: requests.Response) -> object:
+        """The body as JSON; a page that is not JSON (a captive portal's login form, a proxy's
+        error page) is a network problem, named as one, not an unexpected crash."""
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+            raise NetworkError(
+                f"{self.endpoint} answered {response.url or ''} with {kind}, not the Hub's JSON: "
+                "a captive portal or proxy login page, or not a Hub endpoint? Check the network, "
+                "--endpoint and HF_ENDPOINT"
+            ) from None
 
     def close(self) -> None:
         self.session.close()
+
+
+# Request failures that are the same on every try: say so at once instead of retrying.
+NOT_RETRYABLE: tuple[type[BaseException], ...] = (
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+)
+
+
+def not_retryable(exc: BaseException, what: str, token: str | None) -> HfsyncError:
+    """The error for a request that no retry can fix (e.g. a redirect to `ftp://`)."""
+    return NetworkError(redact(f"{what}: {describe(exc)} (not retried)", token))
+
+
+def check_endpoint(endpoint: str, source: str | None) -> str:
+    """Refuse an endpoint that is not an http(s) URL with a host, before any request.
+
+    `127.0.0.1:9` parses as scheme "127.0.0.1": without this it would be retried six times
+    and reported as a network failure, when it is a typo to fix.
+    """
+    parts = urlsplit(endpoint)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        bad_port = False
+    except ValueError:
+        bad_port = True
+    if parts.scheme not in ("http", "https") or not parts.hostname or bad_port:
+        where = source or "HF_ENDPOINT"
+        raise UsageError(
+            f"{where}: {endpoint!r} is not a Hub URL; expected http(s)://host[:port], "
+            "e.g. https://huggingface.co"
+        )
+    return endpoint
 
 
 def _configure_environment(session: requests.Session) -> None:
@@ -206,12 +291,17 @@ def _configure_environment(session: requests.Session) -> None:
 
 
 def _remote_file(entry: dict) -> RemoteFile:
+    """One tree entry as the Hub sent it, values unconverted: `int("abc")` or `str(None)` here
+    would turn a hostile entry into an unexpected crash or, worse, a plausible-looking one;
+    `files.validate_listing` judges the raw values instead."""
     lfs = entry.get("lfs") or None
+    if lfs is not None and not isinstance(lfs, dict):
+        lfs = {}  # an `lfs` that is not an object: unverifiable, refused as an empty sha256
     return RemoteFile(
-        path=str(entry.get("path", "")),
-        size=int(lfs["size"] if lfs and "size" in lfs else entry.get("size", 0)),
-        blob_id=str(entry.get("oid", "")),
-        lfs_sha256=str(lfs["oid"]) if lfs and lfs.get("oid") else None,
+        path=entry.get("path"),  # type: ignore[arg-type] - validated by validate_listing
+        size=lfs["size"] if lfs and "size" in lfs else entry.get("size"),  # type: ignore[arg-type]
+        blob_id=entry.get("oid"),  # type: ignore[arg-type]
+        lfs_sha256=lfs.get("oid") or "" if lfs is not None else None,
         xet_hash=entry.get("xetHash") or None,
     )
 

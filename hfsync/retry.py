@@ -8,6 +8,8 @@ limiter means it (docs/architecture.md, "Hub protocol").
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import random
 import re
 from dataclasses import dataclass, field
@@ -26,7 +28,8 @@ class RetryPolicy:
     tries: int = 6
     base_delay: float = field(default_factory=env.backoff_base)  # read per policy, not at import
     max_delay: float = 8.0
-    max_server_wait: float = 300.0
+    max_server_wait: float = 300.0  # longest single wait a server may ask for
+    server_wait_budget: float = 600.0  # server-asked waiting per origin and run, then exit 4
 
     def delay(self, attempt: int) -> float:
         """Full-jitter backoff for the given 0-based attempt number."""
@@ -45,11 +48,25 @@ def server_wait(headers: dict | None) -> float | None:
             return float(match.group(2)) + 1.0
     retry_after = headers.get("Retry-After") or headers.get("retry-after")
     if retry_after:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            return None
+        return _retry_after_seconds(retry_after)
     return None
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    """`Retry-After` is delta-seconds or an HTTP-date (RFC 9110 10.2.3); both mean a wait."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": an HTTP-date is always UTC
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None  # nan / inf: no usable wait
+    return max(0.0, seconds)
 
 
 def describe(exc: BaseException, limit: int = 160) -> str:

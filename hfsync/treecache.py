@@ -13,7 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .files import RemoteFile
+from .errors import RemotePathError
+from .files import RemoteFile, validate_listing
 
 FORMAT_VERSION = 1
 
@@ -23,16 +24,18 @@ def tree_cache_path(folder: Path, commit: str) -> Path:
 
 
 def read_tree_cache(folder: Path, commit: str) -> list[RemoteFile] | None:
-    """The cached listing of `commit`, or None when absent, unreadable or of another format."""
+    """The cached listing of `commit`, or None when absent, unreadable, of another format, or
+    failing `validate_listing` (values are taken as stored, not coerced: a cache file is as
+    untrusted as the API, since anything that can write the folder can write it)."""
     try:
         data = json.loads(tree_cache_path(folder, commit).read_text(encoding="utf-8"))
         if data.get("format_version") != FORMAT_VERSION:
             return None
-        return [
+        files = [
             RemoteFile(
                 path=path,
-                size=int(info.get("lfs_size") or info["size"]),
-                blob_id=str(info["blob_id"]),
+                size=info["lfs_size"] if "lfs_size" in info else info["size"],
+                blob_id=info["blob_id"],
                 lfs_sha256=info.get("lfs_sha256"),
                 xet_hash=info.get("xet_hash"),
             )
@@ -40,6 +43,11 @@ def read_tree_cache(folder: Path, commit: str) -> list[RemoteFile] | None:
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    try:
+        validate_listing(files)
+    except RemotePathError:
+        return None  # tampered or broken: discarded, and the caller fetches the listing again
+    return files
 
 
 def write_tree_cache(folder: Path, commit: str, files: list[RemoteFile]) -> None:

@@ -24,11 +24,16 @@ def human_size(size: float) -> str:
 
 
 def parse_size(text: str, option: str) -> int:
-    """'16M', '1.5G', '4096', '10MiB' -> bytes; a clear usage error otherwise."""
+    """'16M', '1.5G', '4096', '10MiB' -> whole bytes; a clear usage error otherwise.
+
+    Every size option (`--chunk-size`, `--bwlimit`) needs at least one byte, so a value that
+    truncates to 0 is refused rather than silently meaning "nothing".
+    """
     match = _SIZE.match(text)
     if not match:
         raise UsageError(f"{option}: cannot read {text!r} as a size (examples: 512K, 16M, 2G)")
-    value = float(match.group(1)) * _UNITS[match.group(2).upper()]
+    value = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
     if value <= 0:
-        raise UsageError(f"{option}: must be greater than zero")
-    return int(value)
+        # also '0.5' (half a byte): truncated to 0 it would mean "no chunks" or "no bandwidth"
+        raise UsageError(f"{option}: {text.strip()!r} is less than one byte; must be at least 1")
+    return value

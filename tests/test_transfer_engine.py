@@ -307,3 +307,19 @@ def test_persistent_corruption_in_stream_mode(big: Setup) -> None:
     [outcome] = big.run().outcomes
     assert isinstance(outcome.error, IntegrityError)
     assert big.finalized == [] and big.leftovers() == []
+
+
+@pytest.mark.parametrize("etag", ["not-a-content-id", "", "g" * 40, "a" * 63])
+def test_an_etag_that_cannot_be_hashed_is_refused_not_trusted_by_size(
+    big: Setup, etag: str
+) -> None:
+    """Defence in depth behind the listing validator: no id to hash against, no 'verified'."""
+    [job] = big.jobs()
+    job.etag = etag
+    big.hub.faults.corrupt_next(count=None)
+    report = run_transfers([job], big.client, TransferConfig(connections=2, chunk_size=CHUNK))
+    [outcome] = report.outcomes
+    assert not outcome.ok and isinstance(outcome.error, IntegrityError)
+    assert "not a content id" in str(outcome.error)
+    assert not big.finalized and not (big.dest / "model.safetensors").exists()
+    assert not cdn_gets(big.hub), "nothing downloaded"

@@ -80,6 +80,15 @@ class Faults:
     ignore_range: bool = False
     mirror_mode: bool = False
     hostile_paths: list[str] = field(default_factory=list)
+    # A hostile or broken tree listing: fields merged into the entry of a path (a nested
+    # "lfs" dict is merged too), e.g. {"model.bin": {"oid": "not-hex"}} or {"a": {"size": -1}};
+    # and raw entries appended to the listing (duplicates, `a` beside `a/b`, ...).
+    tree_overrides: dict[str, dict] = field(default_factory=dict)
+    tree_extra: list[dict] = field(default_factory=list)
+    tree_next_loop: bool = False  # every tree page links rel="next" to itself
+    captive_portal: bool = False  # the API server answers everything 200 text/html
+    resolve_location: str | None = None  # /resolve answers 302 to this Location (any scheme)
+    close_delimited: bool = False  # mirror bodies: no Content-Length, not chunked, close ends
     body_faults_on: str = "any"  # where rate/drop/stall/corrupt apply: "api" | "cdn" | "any"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -85,6 +85,9 @@ class ApiHandler(BaseHandler):
     """The Hub's API and /resolve routes."""
 
     def route(self, path: str, segs: list[str]) -> None:
+        if self.ctx.faults.captive_portal:
+            body = b"<html><body>Please log in to the guest Wi-Fi</body></html>"
+            return self.send_bytes(200, body, [("Content-Type", "text/html")])
         if segs and segs[0] == "api":
             while len(segs) > 1 and segs[-1] == "":
                 segs = segs[:-1]
@@ -237,6 +240,19 @@ class ApiHandler(BaseHandler):
             out.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": p})
         return out
 
+    def _override_entries(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply ``faults.tree_overrides`` / ``tree_extra`` (a hostile or broken listing)."""
+        overrides, extra = self.ctx.faults.tree_overrides, self.ctx.faults.tree_extra
+        out = []
+        for item in items:
+            patch = overrides.get(item["path"])
+            if patch:
+                item = {**item, **patch}
+                if isinstance(patch.get("lfs"), dict) and isinstance(item.get("lfs"), dict):
+                    item["lfs"] = {**(item.get("lfs") or {}), **patch["lfs"]}
+            out.append(item)
+        return out + [dict(e) for e in extra]
+
     def _tree(self, meta: RepoMeta, commit: Commit, folder: str) -> None:
         folder = folder.strip("/")
         if folder and folder not in commit.dirs:
@@ -248,6 +264,7 @@ class ApiHandler(BaseHandler):
         items = [self._entry(commit, p, expand) for p in self._walk(commit, folder, recursive)]
         if not folder:
             items += self._hostile_entries()
+            items = self._override_entries(items)
         page_size = min(self.ctx.page_size, EXPAND_PAGE_SIZE) if expand else self.ctx.page_size
         self._send_page(items, page_size, [("X-Repo-Commit", commit.sha)])
 
@@ -258,7 +275,10 @@ class ApiHandler(BaseHandler):
         offset = _decode_cursor(self.rec.query["cursor"]) if "cursor" in self.rec.query else 0
         page = items[offset : offset + page_size]
         headers = list(headers or [])
-        if offset + page_size < len(items):
+        if self.ctx.faults.tree_next_loop:
+            host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_port}"
+            headers.append(("Link", f'<http://{host}{self.path}>; rel="next"'))
+        elif offset + page_size < len(items):
             query = {k: v for k, v in self.rec.query.items() if k != "cursor"}
             query["cursor"] = _encode_cursor(offset + page_size)
             host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_port}"
@@ -336,6 +356,9 @@ class ApiHandler(BaseHandler):
         commit = self._commit_for(meta, rev)
         self.rec.file_path = path
         commit_header = ("X-Repo-Commit", commit.sha)
+        if self.ctx.faults.resolve_location is not None:
+            location = self.ctx.faults.resolve_location
+            return self.send_bytes(302, b"Found", [("Location", location), commit_header])
         if path in self.ctx.faults.hostile_paths:
             data = hostile_bytes(path)
             headers = [("ETag", f'"{git_blob_sha1(data)}"'), commit_header]
@@ -394,9 +417,25 @@ class ApiHandler(BaseHandler):
         self.rec.fault = "mirror"
         headers = self._file_headers(rec, commit, path)
         headers = [h for h in headers if h[0] != "Accept-Ranges"]
-        self.send_file(
-            200, headers, self.ctx.store.blob_path(rec.sha256), 0, rec.size, chunked=True
-        )
+        blob = self.ctx.store.blob_path(rec.sha256)
+        if self.ctx.faults.close_delimited:
+            return self._send_close_delimited(headers, blob, rec.size)
+        self.send_file(200, headers, blob, 0, rec.size, chunked=True)
+
+    def _send_close_delimited(self, headers: list[tuple[str, str]], blob: Any, size: int) -> None:
+        """HTTP/1.0-style body: no Content-Length, no chunking; closing the connection ends it,
+        so a drop (``faults.drop_next``) looks exactly like the end of the body."""
+        self.close_connection = True
+        plan = self.ctx.faults.plan_body(self.server.kind, 0, size)
+        self.rec.fault = "close-delimited"
+        self.send_response(200)
+        for key, value in [*headers, ("Connection", "close")]:
+            self.send_header(key, value)
+        self.rec.status = 200
+        self.headers_sent = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self._send_pieces(blob, 0, size, plan, chunked=False)
 
     def _resolve_cache(self, segs: list[str]) -> None:
         """``/api/resolve-cache/{type}s/{repo}/{commit}/{path}``: commit-pinned small-file URL."""

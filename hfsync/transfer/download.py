@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import DiskError
+from ..gate import OriginGate
 from .fetch import Source
 from .jobs import FileJob
 from .journal import Journal
@@ -45,13 +46,20 @@ class FileDownload:
     """Shared per-file state: part file, journal, finished ranges, hasher, mode."""
 
     def __init__(
-        self, job: FileJob, index: int, session: requests.Session, verify: bool, chunk_size: int
+        self,
+        job: FileJob,
+        index: int,
+        session: requests.Session,
+        verify: bool,
+        chunk_size: int,
+        gate: OriginGate | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.job = job
         self.index = index
         self.size = job.size
         self.verify = verify
-        self.source = Source(session, job.url, job.path, job.size)
+        self.source = Source(session, job.url, job.path, job.size, gate, stop)
         self.part = PartFile(job.part_path, job.size)
         self.journal = Journal(job.part_path, job.size, job.etag, enabled=job.size > chunk_size)
         self.cond = threading.Condition()

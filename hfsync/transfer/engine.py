@@ -99,9 +99,17 @@ class _Attempts:
         self.expiries = 0
 
     def failed(self, exc: Retryable) -> None:
-        """Sleep before the next try, or raise NetworkError when the tries are used up."""
-        self.failures += 1
+        """Sleep before the next try, or raise NetworkError when the tries are used up.
+
+        A wait the server asked for is not a failure: the origin's gate (`client.gate`) holds
+        every worker off until it ends, bounded by the gate's time budget, not by the tries.
+        """
         engine = self.engine
+        if engine.stop.is_set():
+            raise Abandon
+        if exc.wait is not None:
+            return
+        self.failures += 1
         tries = engine.config.max_tries
         if self.failures >= tries:
             raise NetworkError(
@@ -110,9 +118,7 @@ class _Attempts:
                     engine.client.token,
                 )
             )
-        retry = engine.client.retry
-        delay = retry.delay(self.failures - 1) if exc.wait is None else exc.wait
-        if engine.stop.wait(min(delay, retry.max_server_wait)):
+        if engine.stop.wait(engine.client.retry.delay(self.failures - 1)):
             raise Abandon
 
     def expired(self, exc: Expired) -> None:
@@ -160,7 +166,19 @@ class _Engine:
                     ),
                 )
                 continue
-            f = FileDownload(job, index, session, self.config.verify, self.config.chunk_size)
+            try:
+                f = FileDownload(
+                    job,
+                    index,
+                    session,
+                    self.config.verify,
+                    self.config.chunk_size,
+                    gate=self.client.gate,
+                    stop=self.stop,
+                )
+            except IntegrityError as exc:  # an etag nothing can be verified against
+                self.outcomes[index] = FileOutcome(job, ok=False, error=exc)
+                continue
             f.prepare()
             files.append(f)
         check_free_space(
@@ -352,6 +370,7 @@ class _Engine:
         self._abort_readers(f)
         attempts = _Attempts(self, f)
         read_buf = buf[: self.read_size]
+        furthest = 0  # every try starts at byte 0: only getting further than before is progress
         while True:
             hasher, error = self._read_stream(task, response, read_buf)
             if error is None:
@@ -367,7 +386,8 @@ class _Engine:
                     return
                 f.refetched = True  # one refetch after a mismatch
             else:
-                if hasher.offset:
+                if hasher.offset > furthest:
+                    furthest = hasher.offset
                     attempts.progress()
                 attempts.failed(error)
             response = self._reopen_stream(task, attempts)
@@ -429,8 +449,13 @@ class _Engine:
             finally:
                 self._unregister()
                 reader.finish(complete)
-        if length and length.isdigit() and hasher.offset < int(length):
-            return hasher, Retryable("connection closed before the end of the file")
+        if hasher.offset < f.size:
+            # Short is a transfer failure, whatever the framing: a close-delimited body (no
+            # Content-Length, not chunked) cut by a dropped connection reads as a clean EOF.
+            # Only more bytes than listed (raised above) says the content itself is wrong.
+            return hasher, Retryable(
+                f"connection closed after {hasher.offset} of {f.size} bytes of the file"
+            )
         return hasher, None
 
     def _finish(self, f: FileDownload, ok: bool, buf: memoryview) -> None:

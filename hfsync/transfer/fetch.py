@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -23,7 +24,8 @@ import urllib3.exceptions
 
 from ..defaults import origin
 from ..errors import HfsyncError, IntegrityError
-from ..hub import hub_error
+from ..gate import OriginGate
+from ..hub import NOT_RETRYABLE, SERVER_PACED, hub_error, not_retryable
 from ..retry import RETRYABLE_STATUS, describe, server_wait
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -41,7 +43,11 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Retryable(Exception):
-    """A transient failure: back off (or wait `wait` seconds, as the server asked) and retry."""
+    """A transient failure: back off and retry.
+
+    `wait` is set when the server asked for a pause (429/503 with `Retry-After`/`RateLimit`):
+    the origin's gate already holds every request to it off, and such a try is not counted.
+    """
 
     def __init__(self, reason: str, wait: float | None = None) -> None:
         super().__init__(reason)
@@ -74,8 +80,18 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 class Source:
     """Where one file's bytes come from; thread-safe, shared by all chunks of the file."""
 
-    def __init__(self, session: requests.Session, url: str, what: str, size: int) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        what: str,
+        size: int,
+        gate: OriginGate | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.session = session
+        self.gate = gate or OriginGate()
+        self.stop = stop
         self.url = url
         self.what = what
         self.size = size
@@ -117,6 +133,10 @@ class Source:
 
         Returns the response when it carries the body, None when a CDN URL was cached instead.
         """
+        with self.gate.resolve_slot(self.url):
+            return self._resolve_hops(headers, timeouts)
+
+    def _resolve_hops(self, headers: dict, timeouts: Timeouts) -> requests.Response | None:
         url = self.url
         for _ in range(_MAX_HOPS):
             self.resolves += 1
@@ -143,6 +163,8 @@ class Source:
     def _get(
         self, url: str, headers: dict, timeouts: Timeouts, *, allow_redirects: bool
     ) -> requests.Response:
+        if not self.gate.wait(url, self.stop):
+            raise Retryable("stopping")
         try:
             return self.session.get(
                 url,
@@ -151,6 +173,8 @@ class Source:
                 allow_redirects=allow_redirects,
                 timeout=(timeouts.connect, timeouts.read),
             )
+        except NOT_RETRYABLE as exc:
+            raise not_retryable(exc, self.what, None) from None
         except requests.RequestException as exc:
             raise Retryable(describe(exc)) from exc
 
@@ -160,7 +184,10 @@ class Source:
             return response
         _discard(response)
         if status in RETRYABLE_STATUS:
-            raise Retryable(f"HTTP {status}", server_wait(response.headers))
+            wait = server_wait(response.headers) if status in SERVER_PACED else None
+            if wait is not None:
+                self.gate.hold_off(response.url or self.url, wait)
+            raise Retryable(f"HTTP {status}", wait)
         if status == 416:
             raise IntegrityError(
                 f"{self.what}: the server has fewer bytes than the expected {self.size}"
@@ -214,8 +241,33 @@ class BodyReader:
         self.response.close()
 
     def abort(self) -> None:
-        """Unblock a read in another thread (stop, or the file switched mode)."""
-        try:
-            self.response.raw.shutdown()
-        except Exception:  # noqa: BLE001 - already released or closed: nothing to unblock
-            pass
+        """Unblock a read in another thread (stop, or the file switched mode).
+
+        `HTTPResponse.shutdown()` exists only from urllib3 2.3; with an older urllib3 the
+        socket under the response is shut down directly, so a stop never waits out a read
+        timeout whichever urllib3 is installed.
+        """
+        raw = self.response.raw
+        shutdown = getattr(raw, "shutdown", None)
+        if shutdown is not None:
+            try:
+                shutdown()
+                return
+            except Exception:  # noqa: BLE001 - released/closed, or not implemented: fall back
+                pass
+        sock = _socket_of(raw)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed: nothing to unblock
+
+
+def _socket_of(raw: object) -> socket.socket | None:
+    """The socket a urllib3 response reads from: its connection's, or its http.client file's."""
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)  # http.client's socket file
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None

@@ -7,20 +7,28 @@ chunks land overlaps verification with the transfer, so little is left to hash a
 
 from __future__ import annotations
 
+from ..errors import IntegrityError
 from ..hashing import new_hasher
 
 
 class PrefixHasher:
     """Hashes a file's bytes in order; `offset` is how far it got.
 
-    With `enabled=False` (`TransferConfig.verify=False`, or an etag that is not a content id)
-    it only tracks the offset, so the engine's bookkeeping is the same either way.
+    With `enabled=False` (`TransferConfig.verify=False`) it only tracks the offset, so the
+    engine's bookkeeping is the same either way. An etag that is not a content id cannot be
+    verified against: that is an IntegrityError, never a silent fall back to a size check
+    (the listing validator refuses such ids first; this is the second line of defence).
     """
 
     def __init__(self, etag: str, size: int, enabled: bool = True) -> None:
         self.etag = etag.lower()
         self.size = size
         self._hash = new_hasher(etag, size) if enabled else None
+        if enabled and self._hash is None:
+            raise IntegrityError(
+                f"cannot verify against {etag[:80]!r}: not a content id (40 or 64 hex "
+                "digits); nothing was downloaded"
+            )
         self.offset = 0
 
     @property
