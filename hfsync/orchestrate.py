@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import HfsyncError, UsageError, most_severe
 from .files import REPO_TYPES, RemoteFile, check_listing, validate_repo_id
 from .hub import HubClient
-from .plan import Plan, PlanOptions, make_plan
+from .plan import Plan, PlanOptions, check_fold_collisions, make_plan, selected
 from .targets import Target, open_target
 from .transfer.jobs import NullProgress, ProgressSink, TransferConfig, TransferReport
 
@@ -86,9 +86,16 @@ def sync(
             files = client.list_files(repo_id, repo_type, commit)
             fetched = True
         check_listing(files)  # before the target is even looked at
-        remote = {remote_file.path: remote_file for remote_file in files}
+        # Only the selected files are scanned against the listing: an excluded file is never
+        # hashed (`--checksum`, or a `cp -r` copy without metadata); a `--delete` walk only
+        # stats it. The planner still sees the whole listing: excluded files show as skipped.
+        wanted = [f for f in files if selected(f.path, include, exclude)]
+        fold = _folds_names(target)
+        if fold:
+            check_fold_collisions(f.path for f in wanted)
+        remote = {remote_file.path: remote_file for remote_file in wanted}
         state = target.scan(remote, checksum=checksum, all_files=delete, commit=commit)
-        plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete))
+        plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete, fold))
         if fetched and not dry_run:
             target.write_listing(commit, files)  # only a listing the planner accepted
         result = SyncResult(repo_id, repo_type, revision, commit, target.description, plan, dry_run)
@@ -129,6 +136,15 @@ def sync(
         return run()
     with target.lock():
         return run()
+
+
+def _folds_names(target: Target) -> bool:
+    """Whether the target's filesystem stores names equal under `plan.fold_key` as one file.
+
+    Targets that cannot tell (or never fold, like an SSH host's state as reported) say nothing;
+    the attribute is optional so they need not implement it.
+    """
+    return bool(getattr(target, "case_insensitive", False))
 
 
 def _remote(remote: RemoteFile | None) -> RemoteFile:

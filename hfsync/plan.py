@@ -8,14 +8,28 @@ unchanged live in one place that tests can exercise with plain data (docs/archit
 from __future__ import annotations
 
 import fnmatch
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NoReturn
 
+from .errors import RemotePathError
 from .files import RemoteFile, TargetFile, check_listing
 
-__all__ = ["Action", "Plan", "PlanItem", "PlanOptions", "TargetFile", "make_plan", "selected"]
+__all__ = [
+    "Action",
+    "Plan",
+    "PlanItem",
+    "PlanOptions",
+    "TargetFile",
+    "check_fold_collisions",
+    "fold_key",
+    "make_plan",
+    "safe_local_path",
+    "selected",
+]
 
 
 class Action(str, Enum):
@@ -31,6 +45,9 @@ class PlanOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     delete: bool = False
+    # The target's filesystem treats names equal under `fold_key` as one file (case-insensitive
+    # or normalizing): a held `README.md` *is* the listed `readme.md`, never "not in source".
+    fold_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,12 +127,20 @@ def make_plan(
             continue
         items.append(_compare(commit, remote_file, local.get(remote_file.path)))
     if options.delete:
+        remote_keys = {fold_key(path) for path in remote_paths} if options.fold_names else set()
         for path in sorted(set(local) - remote_paths):
-            if selected(path, options.include, options.exclude):
-                held = local[path]
-                items.append(
-                    PlanItem(path, Action.DELETE, "not in source (--delete)", held.size, held=held)
-                )
+            if options.fold_names and fold_key(path) in remote_keys:
+                continue  # the same file as a listed one on this filesystem
+            if not selected(path, options.include, options.exclude):
+                continue
+            held = local[path]
+            if not safe_local_path(path):
+                # Only a broken target reports such a name; deleting it could reach outside.
+                items.append(PlanItem(path, Action.SKIPPED, "kept: unsafe local name", held.size))
+                continue
+            items.append(
+                PlanItem(path, Action.DELETE, "not in source (--delete)", held.size, held=held)
+            )
     return Plan(commit=commit, items=tuple(items))
 
 
@@ -132,3 +157,58 @@ def _compare(commit: str, remote: RemoteFile, held: TargetFile | None) -> PlanIt
     # would make a one-file update cost O(repo).
     refresh = held.needs_record
     return PlanItem(remote.path, Action.UNCHANGED, "identical", remote.size, remote, refresh, held)
+
+
+def safe_local_path(path: str) -> bool:
+    """Whether a path a target reported may be deleted as "not in source".
+
+    Local names are not remote paths: a file called `bad<newline>name` or `a<backslash>b` is a
+    real file inside the destination, and `--delete` may remove it like any other (a walk of
+    the folder found it there). What must never be deleted is a path that leaves the
+    destination or touches hfsync's own state, which a folder walk cannot produce but a broken
+    target report could.
+    """
+    if not path or "\0" in path or path.startswith("/"):
+        return False
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return False
+    return not (len(parts) > 1 and parts[0] == ".cache" and parts[1] == "huggingface")
+
+
+def fold_key(path: str) -> str:
+    """The name a case-insensitive or normalizing filesystem actually stores a path under.
+
+    NFC first, so `é` typed as one code point or as `e` + combining accent compare equal (what
+    macOS and ext4's casefold do), then casefold, which is stronger than lower() (`ß` ~ `ss`).
+    """
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def check_fold_collisions(paths: Iterable[str]) -> None:
+    """Refuse paths that would land on the same file where names are compared by `fold_key`.
+
+    On such a filesystem `README.md` and `readme.md` are one file: the second download would
+    silently replace the first and the folder would match neither listing entry; likewise a
+    file `Data` and a file `data/x` need `data` to be a file and a folder at once. Raises
+    RemotePathError (exit 5) naming both paths; pure, called before anything is written.
+    """
+    files: dict[str, str] = {}
+    for path in sorted(paths):
+        other = files.setdefault(fold_key(path), path)
+        if other != path:
+            _fold_collision(other, path)
+    for key, path in files.items():
+        cut = key.rfind("/")
+        while cut > 0:
+            other = files.get(key[:cut])
+            if other is not None:
+                _fold_collision(other, path)
+            cut = key.rfind("/", 0, cut)
+
+
+def _fold_collision(first: str, second: str) -> NoReturn:
+    raise RemotePathError(
+        f"refusing listing from the Hub: {first!r} and {second!r} name the same file on this "
+        "case-insensitive filesystem; nothing was written"
+    )

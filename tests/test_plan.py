@@ -106,3 +106,20 @@ def test_counts_cover_every_action() -> None:
     plan = make_plan(COMMIT, [remote("a")], {"b": TargetFile("b", 1)}, PlanOptions(delete=True))
     assert plan.counts() == {"new": 1, "update": 0, "unchanged": 0, "delete": 1, "skipped": 0}
     assert {item.action for item in plan.items} == {Action.NEW, Action.DELETE}
+
+
+def test_local_names_are_not_remote_paths_but_unsafe_reports_are_kept() -> None:
+    """A walk finds `bad\\nname` inside DEST: deletable. A target reporting `../x` is broken:
+    that path is never planned for deletion."""
+    local = {
+        "bad\nname": TargetFile("bad\nname", 1),
+        "back\\slash": TargetFile("back\\slash", 1),
+        "../outside": TargetFile("../outside", 1),
+        "/etc/passwd": TargetFile("/etc/passwd", 1),
+        ".cache/huggingface/x": TargetFile(".cache/huggingface/x", 1),
+    }
+    plan = make_plan(COMMIT, [remote("a")], local, PlanOptions(delete=True))
+    assert sorted(i.path for i in plan.deletes) == ["back\\slash", "bad\nname"]
+    kept = {i.path: i.reason for i in plan.items if i.action is Action.SKIPPED}
+    assert set(kept) == {"../outside", "/etc/passwd", ".cache/huggingface/x"}
+    assert set(kept.values()) == {"kept: unsafe local name"}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from ..auth import redact, resolve_token
 from ..defaults import INTERRUPTED_MESSAGE
 from ..errors import HfsyncError
 from ..files import REPO_TYPES
+from .render import printable
 
 
 def fail(message: str, code: int, *, kind: str, as_json: bool = False) -> None:
@@ -29,7 +32,8 @@ def fail(message: str, code: int, *, kind: str, as_json: bool = False) -> None:
     if as_json:
         doc = {"ok": False, "error": {"kind": kind, "message": message, "exit_code": code}}
         click.echo(json.dumps(doc, indent=2))
-    click.echo(f"hfsync: error: {message}", err=True)
+    # One line, whatever a local file or folder name in the message contains.
+    click.echo(f"hfsync: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -47,6 +51,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = kwargs.get("debug", False)
         as_json = kwargs.get("as_json", False)
+        previous = _interrupt_on_sigterm()
         try:
             return func(*args, **kwargs)
         except HfsyncError as exc:
@@ -64,8 +69,29 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 _print_traceback(token)
             message = redact(f"unexpected {type(exc).__name__}: {exc}", token)
             fail(message, 1, kind="UnexpectedError", as_json=as_json)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., Any] | int | None:
+    """Handle SIGTERM like Ctrl-C; returns the handler it replaced (None: not installed).
+
+    `kill`, `systemctl stop`, `docker stop` and cron's timeouts send SIGTERM, whose default
+    action kills the process at once: no journal flush, no exit code monitoring understands.
+    Raised as KeyboardInterrupt in the main thread, it takes the Ctrl-C path instead: the
+    executor stops its workers and keeps the partial downloads, the run exits 130 with the
+    one interrupt line, and the next run resumes. Only the main thread may set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_traceback(token: str | None) -> None:

@@ -25,6 +25,21 @@ _VERB = {
 }
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped (`\\n`, `\\x1b`, `\\x9b`, `\\u202e`).
+
+    Paths come from a Hub listing or a local folder, neither of which we control: a raw escape
+    sequence could recolour or rewrite the user's terminal, a newline would forge an extra
+    plan line, a bidi override would show a name reversed. Escaped, every entry is one line
+    that shows what is really there. JSON output needs none of this (json.dumps escapes).
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 def plan_lines(plan: Plan, *, verbose: bool = True) -> list[str]:
     """One line per file: action, size, path, reason; unchanged and skipped only if verbose."""
     lines = []
@@ -32,7 +47,8 @@ def plan_lines(plan: Plan, *, verbose: bool = True) -> list[str]:
         if not verbose and item.action in (Action.UNCHANGED, Action.SKIPPED):
             continue
         lines.append(
-            f"{_VERB[item.action]:<9} {human_size(item.size):>10}  {item.path}  ({item.reason})"
+            f"{_VERB[item.action]:<9} {human_size(item.size):>10}  {printable(item.path)}"
+            f"  ({item.reason})"
         )
     return lines
 
@@ -106,7 +122,7 @@ def info_lines(repo_id: str, commit: str, files: list[RemoteFile]) -> list[str]:
     lines = [f"{repo_id} @ {commit}"]
     for remote in sorted(files, key=lambda f: f.path):
         kind = "LFS" if remote.is_lfs else "git"
-        lines.append(f"  {human_size(remote.size):>10}  {kind:<3}  {remote.path}")
+        lines.append(f"  {human_size(remote.size):>10}  {kind:<3}  {printable(remote.path)}")
     total = sum(f.size for f in files)
     lines.append(f"{len(files)} files, {human_size(total)}")
     return lines
@@ -166,13 +182,12 @@ def cache_lines(info: CacheInfo) -> list[str]:
     notes: list[str] = []
     reclaim_total = 0
     for repo in info.repos:
+        name = printable(repo.repo_id)  # read from folder names on disk
         for rev in repo.revisions:
             refs = ",".join(rev.refs) or "(detached)"
-            rows.append(
-                (repo.repo_id, repo.repo_type, refs, rev.commit[:12], str(rev.files), _h(rev.size))
-            )
+            rows.append((name, repo.repo_type, refs, rev.commit[:12], str(rev.files), _h(rev.size)))
         if not repo.revisions:
-            rows.append((repo.repo_id, repo.repo_type, "-", "-", "0", "0 B"))
+            rows.append((name, repo.repo_type, "-", "-", "0", "0 B"))
         victims, reclaimable = repo.reclaimable()
         reclaim_total += reclaimable
         label = f"{repo.repo_type}/{repo.repo_id}"
@@ -185,7 +200,7 @@ def cache_lines(info: CacheInfo) -> list[str]:
         if repo.incomplete:
             size = _h(sum(part.size for part in repo.incomplete))
             notes.append(f"{label}: {len(repo.incomplete)} partial download file(s), {size}")
-        notes += [f"{label}: {problem}" for problem in repo.problems]
+        notes += [f"{label}: {printable(problem)}" for problem in repo.problems]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -229,7 +244,7 @@ def prune_json(result: PruneResult) -> dict[str, Any]:
 
 def prune_lines(result: PruneResult) -> list[str]:
     verb = "would remove" if result.dry_run else "removed"
-    lines = [f"{verb} {path}" for path in result.removed]
+    lines = [f"{verb} {printable(str(path))}" for path in result.removed]
     lines += [f"skipped {name}: a sync is running on it" for name in result.busy]
     if result.kept_incomplete:
         size = _h(sum(part.size for part in result.kept_incomplete))
