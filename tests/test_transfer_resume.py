@@ -235,3 +235,95 @@ def test_ctrl_c_stops_promptly_even_with_a_stalled_connection(big: Setup) -> Non
     assert time.monotonic() - start < 3
     _, journal = part_and_journal(big)
     assert journaled(journal) == 4 * 64 * KiB  # what each stalled chunk had received
+
+
+# -- journals that must not be trusted (hand-edited, foreign, or left by a crash) ----------
+
+
+def test_journal_claiming_bytes_beyond_the_file_is_clipped(big: Setup) -> None:
+    """A journal reaching past the end (hand-edited, foreign) must not make the hasher read
+    beyond the file ("part file is shorter than expected") or progress pass 100%."""
+    part, journal = part_and_journal(big)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(big.contents["model.safetensors"])
+    [job] = big.jobs()
+    journal.write_text(
+        f"hfsync-journal 1 size={SIZE} etag={job.etag}\n0 {SIZE * 10}\n{SIZE + 5} {SIZE * 3}\n"
+    )
+    progress = CallbackProgress(SIZE * 100, lambda: None)  # counts what is reported
+    ok(big.run(progress=progress))
+    big.assert_exact()
+    assert big.hub.log == [] and progress.seen == SIZE
+
+
+def test_journal_without_its_part_file_is_not_trusted(big: Setup) -> None:
+    """A crash between removing the part and its journal leaves a journal alone: start over."""
+    part, journal = part_and_journal(big)
+    journal.parent.mkdir(parents=True)
+    [job] = big.jobs()
+    journal.write_text(f"hfsync-journal 1 size={SIZE} etag={job.etag}\n0 {SIZE}\n")
+    ok(big.run())
+    big.assert_exact()
+    assert sum(r.body_bytes for r in cdn_gets(big.hub)) == SIZE
+    assert not journal.exists() and not part.exists()
+
+
+def test_part_file_without_journal_is_fetched_again(big: Setup) -> None:
+    """A full-size part without a journal (killed before the header landed) proves nothing."""
+    part, journal = part_and_journal(big)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\xee" * SIZE)
+    ok(big.run())
+    big.assert_exact()
+    assert sum(r.body_bytes for r in cdn_gets(big.hub)) == SIZE
+    assert not journal.exists() and not part.exists()
+
+
+@pytest.mark.parametrize("size_delta", [-1, +1])
+def test_journal_of_a_part_with_the_wrong_size_is_not_trusted(big: Setup, size_delta: int) -> None:
+    part, journal = part_and_journal(big)
+    part.parent.mkdir(parents=True)
+    content = big.contents["model.safetensors"]
+    part.write_bytes(content[:-1] if size_delta < 0 else content + b"x")
+    [job] = big.jobs()
+    journal.write_text(f"hfsync-journal 1 size={SIZE} etag={job.etag}\n0 {SIZE}\n")
+    ok(big.run())
+    big.assert_exact()
+    assert sum(r.body_bytes for r in cdn_gets(big.hub)) == SIZE
+
+
+def test_journal_with_a_torn_header_is_not_trusted(big: Setup) -> None:
+    part, journal = part_and_journal(big)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\xee" * SIZE)
+    [job] = big.jobs()
+    journal.write_text(f"hfsync-journal 1 size={SIZE} etag={job.etag[:20]}")
+    ok(big.run())
+    big.assert_exact()
+    assert sum(r.body_bytes for r in cdn_gets(big.hub)) == SIZE
+
+
+def test_journal_write_that_makes_no_progress_is_a_disk_error(
+    big: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.write returning 0 (a broken filesystem) is one clear disk error, not a silent gap
+    in the journal, a busy loop or an "unexpected" error."""
+    import hfsync.safeio as safeio
+
+    real_write = os.write
+
+    def stuck(fd: int, data: bytes) -> int:
+        if (
+            os.readlink(f"/proc/self/fd/{fd}").endswith(".journal")
+            and b"hfsync-journal" not in data
+        ):
+            return 0
+        return real_write(fd, data)
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to tell the journal's descriptor")
+    monkeypatch.setattr(safeio.os, "write", stuck)
+    report = big.run()
+    [outcome] = report.outcomes
+    assert not outcome.ok and isinstance(outcome.error, DiskError), outcome.error
+    assert "resume journal" in str(outcome.error) and "short write" in str(outcome.error)

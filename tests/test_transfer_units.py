@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hfsync.errors import DiskError
+from hfsync.errors import DiskError, IntegrityError
 from hfsync.transfer.fetch import parse_content_range
 from hfsync.transfer.journal import Journal, journal_path
 from hfsync.transfer.ranges import RangeSet, split
@@ -71,8 +71,8 @@ def test_content_ids() -> None:
     off = PrefixHasher("0" * 64, len(data), enabled=False)
     off.skip_to(len(data))
     assert off.matches()
-    unknown = PrefixHasher("not-a-content-id", 3)
-    assert not unknown.enabled
+    with pytest.raises(IntegrityError, match="not a content id"):  # never a size-only check
+        PrefixHasher("not-a-content-id", 3)
 
 
 def test_content_range_parsing() -> None:
@@ -101,3 +101,51 @@ def test_free_space_sums_per_filesystem(tmp_path: Path) -> None:
     check_free_space([(tmp_path / "a" / "b" / "part", free // 4)] * 2)
     with pytest.raises(DiskError, match="not enough disk space"):
         check_free_space([(tmp_path / "x", free // 2 + 1), (tmp_path / "y" / "z", free // 2 + 1)])
+
+
+def test_journal_survives_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write may write fewer bytes than asked (signal, nearly full disk): every byte of every
+    line must still land, or the next line glues onto a torn one and the journal is lost."""
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
+    j = Journal(tmp_path / "f.incomplete", 10**6, "a" * 64)
+    j.open(fresh=True)
+    for start in range(0, 500_000, 100_000):
+        j.record(start, start + 50_000)
+    j.close()
+    monkeypatch.undo()
+    assert list(j.load() or []) == [(s, s + 50_000) for s in range(0, 500_000, 100_000)]
+
+
+def test_failed_journal_append_leaves_only_whole_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append that stops half-way is cut back off, so later appends stay readable."""
+    real_write = os.write
+    j = Journal(tmp_path / "f.incomplete", 1000, "a" * 64)
+    j.open(fresh=True)
+    j.record(0, 100)
+    calls = iter([4, 0])  # 4 bytes of "100 200\n", then no progress at all
+
+    def stalling(fd: int, data: bytes) -> int:
+        n = next(calls, None)
+        return real_write(fd, bytes(data[:n])) if n else 0
+
+    monkeypatch.setattr(os, "write", stalling)
+    with pytest.raises(OSError, match="short write"):
+        j.record(100, 200)
+    monkeypatch.undo()
+    j.record(300, 400)
+    j.close()
+    assert list(j.load() or []) == [(0, 100), (300, 400)]
+
+
+def test_journal_ranges_beyond_the_file_are_clipped(tmp_path: Path) -> None:
+    """A hand-edited or foreign journal cannot claim bytes the file does not have."""
+    j = Journal(tmp_path / "f.incomplete", 100, "a" * 64)
+    j.path.write_text(f"hfsync-journal 1 size=100 etag={'a' * 64}\n0 10\n50 99999999999\n200 300\n")
+    loaded = j.load()
+    assert loaded is not None and list(loaded) == [(0, 10), (50, 100)]
+    assert loaded.total() == 60 and loaded.missing(100) == [(10, 50)]
+    j.path.write_text(f"hfsync-journal 1 size=100 etag={'a' * 64}\n٣ 5\n")  # non-ASCII digit
+    assert j.load() is None

@@ -18,8 +18,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import DiskError, LockedError, RemotePathError
+from ..errors import DiskError, HfsyncError, LockedError, RemotePathError
 from ..files import RemoteFile, TargetFile
+from ..safeio import open_state_file, read_state_file, write_all
 from ..transfer.jobs import FileJob
 
 
@@ -81,11 +82,14 @@ def try_lock(path: Path, *, mark: bool = True) -> Iterator[bool]:
 
     `mark` writes our pid into the file so a run that finds it busy can name the holder. flock
     is released by the kernel when the process dies, so a SIGKILLed run never leaves a stale
-    lock behind.
+    lock behind. The file is opened without following links (a planted symlink is refused,
+    never truncated) and is created 0o666 & ~umask; a lock file another user created with a
+    narrower mode is opened read-only, which flock accepts, so users sharing a cache can all
+    take its locks (only the pid mark is skipped then).
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, writable = _open_lock(path)
     except OSError as exc:
         raise DiskError(f"cannot create lock file {path}: {exc.strerror}") from exc
     try:
@@ -96,12 +100,23 @@ def try_lock(path: Path, *, mark: bool = True) -> Iterator[bool]:
                 raise DiskError(f"cannot lock {path}: {exc.strerror}") from exc
             yield False
             return
-        if mark:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if mark and writable:
+            try:
+                os.ftruncate(fd, 0)
+                write_all(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass  # the pid is a courtesy for the next run's message, not the lock itself
         yield True
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """The lock file's fd and whether it is writable (O_RDWR, else O_RDONLY on EACCES)."""
+    try:
+        return open_state_file(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:
+        return open_state_file(path, os.O_RDONLY), False
 
 
 @contextlib.contextmanager
@@ -110,28 +125,33 @@ def lock_file(path: Path, what: str) -> Iterator[None]:
     with try_lock(path) as held:
         if not held:
             try:
-                holder = path.read_text(errors="replace").strip() or "unknown"
-            except OSError:
-                holder = "unknown"
+                holder = read_state_file(path, 64).decode(errors="replace").strip()
+            except (OSError, DiskError):
+                holder = ""
             raise LockedError(
-                f"another hfsync (pid {holder}) is syncing {what}; try again when it finishes"
+                f"another hfsync (pid {holder or 'unknown'}) is syncing {what}; "
+                "try again when it finishes"
             )
         yield
 
 
-def ensure_inside(root: Path, path: Path) -> None:
+def ensure_inside(root: Path, path: Path, *, error: type[HfsyncError] = RemotePathError) -> None:
     """Refuse to write `path` when a symlinked folder would carry it outside `root`.
 
     Checks the nearest folder that already exists, so it is safe to call before creating the
-    missing ones: folders created below a folder inside `root` stay inside.
+    missing ones (`root` included): folders created below a folder inside `root` stay inside.
+    `error` is RemotePathError (exit 5) for repo paths, whose listing is what would escape;
+    state folders pass DiskError (exit 6): there the local folder itself is unsafe.
     """
     real_root = os.path.realpath(root)
     existing = path.parent
     while not os.path.lexists(existing) and existing != existing.parent:
+        if existing == root:
+            return  # nothing below root exists yet: what mkdir creates there stays inside
         existing = existing.parent
     real = os.path.realpath(existing)
     if real != real_root and not real.startswith(real_root + os.sep):
-        raise RemotePathError(
+        raise error(
             f"refusing to write {path}: its folder resolves outside {root} (symlink escape)"
         )
 

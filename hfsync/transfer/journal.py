@@ -6,6 +6,13 @@ each further line is `start end` of a range whose bytes were `pwrite`-ten before
 appended. After SIGKILL the page cache still holds those bytes, so a rerun fetches only what is
 missing. A torn last line (killed mid-append) is simply ignored. Power loss could lose data the
 journal claims; the end-of-file hash catches that and triggers a refetch.
+
+A journal is a hint, never trusted beyond what the hash will check: ranges past the file's
+size (a hand-edited or foreign journal) are clipped to it, any malformed line discards the
+whole journal, and a journal whose part file is gone or has the wrong size is ignored by the
+caller (`FileDownload.prepare`). It is opened through `safeio.open_state_file`, so a link
+planted at its name is refused, never written through. Appends loop until every byte is
+written, and a failed append is cut back off, so the file never holds a torn line in the middle.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..safeio import open_state_file, read_state_file, write_all
 from .ranges import RangeSet
 
 MAGIC = "hfsync-journal 1"
@@ -33,15 +41,20 @@ class Journal:
     def __init__(self, part_path: Path, size: int, etag: str, *, enabled: bool = True) -> None:
         self.path = journal_path(part_path)
         self.enabled = enabled
+        self.size = size
         self._header = f"{MAGIC} size={size} etag={etag}\n"
         self._fd: int | None = None
+        self._length = 0  # bytes of whole lines in the file (what a failed append cuts back to)
 
     def load(self) -> RangeSet | None:
-        """The journaled ranges, or None when there is no journal or it is for another version."""
+        """The journaled ranges, or None when there is no journal or it is for another version.
+
+        Raises DiskError when a link (or a non-file) sits at the journal's name.
+        """
         if not self.enabled:
             return None
         try:
-            text = self.path.read_text(encoding="ascii", errors="replace")
+            text = read_state_file(self.path, 64 << 20).decode("ascii", errors="replace")
         except OSError:
             return None
         if not text.startswith(self._header):
@@ -51,30 +64,47 @@ class Journal:
             if not line.endswith("\n"):
                 break  # torn last line
             fields = line.split()
-            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
                 return None  # garbage: do not trust any of it
-            ranges.add(int(fields[0]), int(fields[1]))
+            # Clipped: bytes past the end do not exist, whatever a journal says.
+            ranges.add(int(fields[0]), min(int(fields[1]), self.size))
         return ranges
 
     def open(self, *, fresh: bool) -> None:
         """Open for appending; `fresh` starts a new journal (header only)."""
         if self._fd is not None or not self.enabled:
             return
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        self._fd = os.open(self.path, flags | (os.O_TRUNC if fresh else 0), 0o644)
-        if fresh or os.fstat(self._fd).st_size == 0:
-            os.write(self._fd, self._header.encode())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0)
+        self._fd = open_state_file(self.path, flags, 0o666)
+        self._length = os.fstat(self._fd).st_size
+        if self._length == 0:
+            self._append(self._header)
 
     def record(self, start: int, end: int) -> None:
         """Append one finished range (its bytes must already be written)."""
         if self._fd is not None and end > start:
-            os.write(self._fd, f"{start} {end}\n".encode())
+            self._append(f"{start} {end}\n")
 
     def reset(self) -> None:
         """Forget every range (the part is being refetched from scratch)."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
-            os.write(self._fd, self._header.encode())
+            self._length = 0
+            self._append(self._header)
+
+    def _append(self, line: str) -> None:
+        """Append all of `line`; on failure cut the journal back to its last whole line."""
+        assert self._fd is not None
+        data = line.encode()
+        try:
+            write_all(self._fd, data)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._length)
+            except OSError:
+                pass  # a torn line then ends the journal: load() discards what follows
+            raise
+        self._length += len(data)
 
     def close(self) -> None:
         if self._fd is not None:

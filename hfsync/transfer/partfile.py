@@ -2,7 +2,9 @@
 
 Positional writes let many connections fill one file without seeking or a shared file position.
 Every OS error is turned into a DiskError naming the file, so ENOSPC / EDQUOT / EACCES mid-way
-become a clean exit 6 and leave the journal for a resume.
+become a clean exit 6 and leave the journal for a resume. The file is opened through
+`safeio.open_state_file`: a symlink or hard link planted at the part's (predictable) name is
+refused, never written through.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import DiskError
+from ..safeio import open_state_file
 from ..units import human_size
 
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -42,7 +45,9 @@ class PartFile:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # 0o666 & ~umask: the final file gets the mode a plain open() gives, as the official
+            # client's files do (a group-shared umask 002 keeps them group-writable).
+            self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             current = os.fstat(self.fd).st_size
             if fresh and current:
                 os.ftruncate(self.fd, 0)
@@ -56,13 +61,21 @@ class PartFile:
             raise disk_error(exc, self.path, f"allocate {human_size(self.size)}") from exc
 
     def _preallocate(self) -> None:
+        """Reserve the space up front where the OS can (fewer fragments, ENOSPC early).
+
+        macOS and some BSDs have no `posix_fallocate`, and some filesystems (ZFS, NFS, FUSE)
+        refuse it: a sparse `ftruncate` is then just as correct, space is taken as bytes arrive.
+        """
         assert self.fd is not None
-        try:
-            os.posix_fallocate(self.fd, 0, self.size)
-        except OSError as exc:
-            if exc.errno not in _NOT_SUPPORTED:
-                raise
-            os.ftruncate(self.fd, self.size)  # sparse: space is taken as bytes arrive
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is not None:
+            try:
+                fallocate(self.fd, 0, self.size)
+                return
+            except OSError as exc:
+                if exc.errno not in _NOT_SUPPORTED:
+                    raise
+        os.ftruncate(self.fd, self.size)
 
     def write(self, data: memoryview, offset: int) -> None:
         """Write all of `data` at `offset`."""
