@@ -11,8 +11,12 @@ Two kinds of reclaimable data, as `hf cache prune` sees them:
   unless `keep_detached`;
 - an *unreferenced* blob is one no remaining snapshot links to. Pruning removes it.
 
-Part files (`*.incomplete` and their `.journal`) are reported, not pruned by default: hfsync
-resumes them on the next run (`include_incomplete` removes them too).
+Part files are reported, not pruned by default: hfsync resumes them on the next run
+(`include_incomplete` removes them too). They are every `*.incomplete` in `blobs/` and its
+`.journal`: hfsync's own `<etag>.hfsync[-N].incomplete` (a name no official client opens, see
+`targets.partnames`), its copy staging `copy-*.hfsync.incomplete`, and the official client's
+`<etag>.incomplete` / `<etag>.<8 hex>.incomplete`. A part whose blob lock is held is being
+written right now (by either client) and is never removed.
 
 Pruning is safe against concurrent writers: a repo whose hfsync lock is held is skipped (its new
 snapshot is not referenced until the sync writes its ref last), and a blob whose official per-etag
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from .targets.base import try_lock
 
 REPO_PREFIXES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 LOCK_NAME = "hfsync.lock"
+_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ def split_folder_name(name: str) -> tuple[str, str] | None:
 
 
 def blob_kind(name: str) -> str:
-    """'blob', 'incomplete' (a part file or its journal) or 'other' for a name in blobs/."""
+    """'blob', 'incomplete' (a part file of either client, or its journal) or 'other'."""
     if name.endswith(".incomplete") or name.endswith(".incomplete.journal"):
         return "incomplete"
     if "." in name or name.startswith("tmp_"):
@@ -310,10 +316,24 @@ def _prune_repo(
         if not include_incomplete:
             result.kept_incomplete.append(part)
             continue
-        result.removed.append(part.path)
-        result.bytes_freed += part.size
-        if not result.dry_run:
-            _remove(part.path)
+        etag = part_etag(part.path.name)
+        lock = contextlib.nullcontext(True)
+        if etag is not None:
+            lock = _try_lock(locks / f"{etag}.lock", result.dry_run)
+        with lock as held:
+            if not held:  # a client is downloading into it right now
+                result.kept_incomplete.append(part)
+                continue
+            result.removed.append(part.path)
+            result.bytes_freed += part.size
+            if not result.dry_run:
+                _remove(part.path)
+
+
+def part_etag(name: str) -> str | None:
+    """The content id a part file in blobs/ is for (`<etag>.…incomplete`), if it names one."""
+    head = name.split(".", 1)[0]
+    return head if _ETAG.fullmatch(head) else None
 
 
 def _remove(path: Path) -> None:

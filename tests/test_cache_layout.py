@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
+from filelock import FileLock, Timeout
 
 from hfsync.cache_scan import prune, scan_cache
-from hfsync.errors import RemotePathError, UsageError
+from hfsync.errors import LockedError, RemotePathError, UsageError
 from hfsync.files import RemoteFile
 from hfsync.plan import Action, make_plan
 from hfsync.targets import cache as cache_module
+from hfsync.targets import cache_locks
 from hfsync.targets.cache import CacheTarget, cache_root, repo_folder_name
+from hfsync.transfer.jobs import FileJob
+from hfsync.transfer.journal import MAGIC, journal_path
 
 REPO = "org/model"
 C1 = "1" * 40
@@ -170,14 +175,182 @@ def test_finalize_race_and_stale_entries(tmp_path: Path) -> None:
     assert os.readlink(snap / "x.txt") == f"../../blobs/{remote.etag}"
 
 
-def test_part_files_are_deterministic_and_distinct(tmp_path: Path) -> None:
+def official_opens(name: str, etag: str) -> bool:
+    """Whether some huggingface_hub version stages a download of `etag` under `name` in blobs/.
+
+    0.x: `<etag>.incomplete` (resumed by appending; trusted as finished at full size);
+    2.x: `<etag>.<uuid4 hex[:8]>.incomplete`.
+    """
+    return name == f"{etag}.incomplete" or re.fullmatch(rf"{etag}\.[0-9a-f]{{8}}\.incomplete", name)
+
+
+def test_part_files_are_deterministic_distinct_and_never_an_official_name(tmp_path: Path) -> None:
     target = CacheTarget(REPO, "model", tmp_path)
     a, b = small("a", b""), small("b", b"")
     first, second = target.job(a, C1, "u"), target.job(b, C1, "u")
     blobs = tmp_path / "models--org--model" / "blobs"
-    assert first.part_path == blobs / f"{a.etag}.incomplete"
-    assert second.part_path == blobs / f"{a.etag}.1.incomplete"
+    assert first.part_path == blobs / f"{a.etag}.hfsync.incomplete"
+    assert second.part_path == blobs / f"{a.etag}.hfsync-1.incomplete"
     assert CacheTarget(REPO, "model", tmp_path).job(a, C1, "u").part_path == first.part_path
+    for job in (first, second):
+        assert not official_opens(job.part_path.name, a.etag)
+        assert not official_opens(journal_path(job.part_path).name, a.etag)
+        assert job.part_path.name.endswith(".incomplete")  # what `hf cache` counts as partial
+
+
+def plan_download(cache: Path, remote: RemoteFile) -> FileJob:
+    """The job a sync creates for `remote`, inside the sync's lock (which ends with it)."""
+    target = CacheTarget(REPO, "model", cache)
+    with target.lock():
+        return target.job(remote, C1, "u")
+
+
+def test_a_part_left_under_the_official_name_is_taken_away_from_the_old_client(
+    tmp_path: Path,
+) -> None:
+    """An hfsync before the new naming left `<etag>.incomplete` preallocated (zeros):
+    huggingface_hub 0.x would move it into blobs/ unhashed. The next sync makes it ours."""
+    data = os.urandom(3 * 1024 * 1024)
+    remote = lfs("w.bin", data)
+    blobs = tmp_path / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    legacy = blobs / f"{remote.etag}.incomplete"
+    legacy.write_bytes(data[:1024] + bytes(len(data) - 1024))
+    journal_path(legacy).write_text(f"{MAGIC} size={len(data)} etag={remote.etag}\n0 1024\n")
+    job = plan_download(tmp_path, remote)
+    assert not legacy.exists() and not journal_path(legacy).exists()
+    assert job.part_path.read_bytes()[:1024] == data[:1024]
+    assert journal_path(job.part_path).read_text().endswith("0 1024\n")  # resumes, hash decides
+
+    # Full size without our journal: nothing vouches for it; moved aside, never resumed.
+    job.part_path.unlink()
+    journal_path(job.part_path).write_text("stale")
+    legacy.write_bytes(bytes(len(data)))
+    job = plan_download(tmp_path, remote)
+    assert not legacy.exists() and not journal_path(job.part_path).exists()
+
+    # Shorter and no journal of ours: the official client's own resume state, left alone.
+    job.part_path.unlink()
+    legacy.write_bytes(data[:5000])
+    plan_download(tmp_path, remote)
+    assert legacy.read_bytes() == data[:5000]
+
+
+def lock_is_free(path: Path) -> bool:
+    """What the official client's filelock sees: can it take `path` right now?"""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    lock.release()
+    return True
+
+
+def test_the_official_blob_lock_is_held_while_a_blob_downloads_and_is_placed(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    big, tiny = lfs("big.bin", data), small("tiny.txt", b"tiny\n")
+    target = CacheTarget(REPO, "model", tmp_path)
+    locks = tmp_path / ".locks" / "models--org--model"
+    with target.lock():
+        job = target.job(big, C1, "u")
+        small_job = target.job(tiny, C1, "u")
+        assert not lock_is_free(locks / f"{big.etag}.lock"), "held for the whole download"
+        assert lock_is_free(locks / f"{tiny.etag}.lock"), "small files: only while placed"
+        job.part_path.parent.mkdir(parents=True, exist_ok=True)
+        job.part_path.write_bytes(data)
+        job.finalize(job.part_path)
+        assert lock_is_free(locks / f"{big.etag}.lock")
+        assert (tmp_path / "models--org--model" / "blobs" / big.etag).read_bytes() == data
+        target.job(lfs("again.bin", os.urandom(1024 * 1024 + 1)), C1, "u")
+    assert small_job.part_path.name.endswith(".hfsync.incomplete")
+    assert all(lock_is_free(path) for path in locks.glob("*.lock")), "released with the sync"
+
+
+def test_placing_waits_a_bounded_time_for_the_official_client_then_keeps_the_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    remote = lfs("big.bin", data)
+    target = CacheTarget(REPO, "model", tmp_path)
+    blob = tmp_path / "models--org--model" / "blobs" / remote.etag
+    official = FileLock(str(tmp_path / ".locks" / "models--org--model" / f"{remote.etag}.lock"))
+    official.acquire(timeout=0)  # huggingface_hub is downloading the same blob
+    try:
+        job = target.job(remote, C1, "u")  # does not wait: the bytes go to our own part
+        job.part_path.parent.mkdir(parents=True, exist_ok=True)
+        job.part_path.write_bytes(data)
+        monkeypatch.setattr(cache_locks, "PLACE_WAIT", 0.2)
+        with pytest.raises(LockedError) as caught:
+            job.finalize(job.part_path)
+        assert caught.value.exit_code == 8 and "big.bin" in str(caught.value)
+        assert not blob.exists() and job.part_path.read_bytes() == data, "nothing half-placed"
+    finally:
+        official.release()
+    job.finalize(job.part_path)
+    assert blob.read_bytes() == data
+    assert (tmp_path / "models--org--model" / "snapshots" / C1 / "big.bin").read_bytes() == data
+
+
+def test_folders_are_fsynced_before_the_ref_names_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = tmp_path / "models--org--model"
+    ref = storage / "refs" / "main"
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), ref.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    target = CacheTarget(REPO, "model", tmp_path)
+    files = {"a.txt": b"a", "sub/deeper/b.bin": b"B" * 300}
+    remote = {
+        "a.txt": small("a.txt", b"a"),
+        "sub/deeper/b.bin": lfs("sub/deeper/b.bin", b"B" * 300),
+    }
+    for path, data in files.items():
+        download(target, remote[path], data, C1)
+    assert not ref.exists()
+    target.finish(C1, "main")
+    snap = storage / "snapshots" / C1
+    before_ref = {path for path, ref_existed in synced if not ref_existed}
+    for folder in (storage / "blobs", snap, snap / "sub", snap / "sub" / "deeper",
+                   storage / "snapshots", storage):  # fmt: skip
+        assert str(folder) in before_ref, f"{folder} not fsynced before the ref was written"
+    after = [path for path, ref_existed in synced if ref_existed]
+    assert str(storage / "refs") in after, "the ref's own folder is fsynced after the rename"
+    # the ref's content is flushed before its rename: one fsync of a refs/ temp file
+    assert any(path.startswith(str(storage / "refs" / "main.")) for path in before_ref)
+
+
+def test_prune_incomplete_removes_parts_of_both_clients_but_not_one_being_written(
+    tmp_path: Path,
+) -> None:
+    blobs = tmp_path / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    (tmp_path / "models--org--model" / "snapshots").mkdir()
+    ours, theirs, busy = "a" * 64, "b" * 64, "c" * 64
+    names = [f"{ours}.hfsync.incomplete", f"{ours}.hfsync.incomplete.journal",
+             f"{theirs}.incomplete", f"{theirs}.0123abcd.incomplete", f"{busy}.hfsync.incomplete",
+             "copy-0123abcd.hfsync.incomplete"]  # fmt: skip
+    for name in names:
+        (blobs / name).write_bytes(b"part")
+    (repo,) = scan_cache(tmp_path).repos
+    assert sorted(part.path.name for part in repo.incomplete) == sorted(names)
+    assert repo.blobs == () and repo.size_on_disk == 0
+    official = FileLock(str(tmp_path / ".locks" / "models--org--model" / f"{busy}.lock"))
+    official.acquire(timeout=0)
+    try:
+        done = prune(tmp_path, dry_run=False, include_incomplete=True)
+    finally:
+        official.release()
+    assert [p.name for p in blobs.iterdir()] == [f"{busy}.hfsync.incomplete"]
+    assert [part.path.name for part in done.kept_incomplete] == [f"{busy}.hfsync.incomplete"]
 
 
 def test_refs_are_safe_and_only_for_names(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -315,3 +317,84 @@ def test_degraded_cache_written_by_huggingface_hub_is_current(
     assert result.exit_code == 0, result.output
     assert downloads(hub) == []
     assert f"{len(repo)} unchanged" in result.output
+
+
+def kill_midway(args: list[object], part: Path, hub: HubEmulator) -> None:
+    """Run `hfsync ARGS` throttled and SIGKILL it once `part` holds some journaled bytes."""
+    hub.faults.rate_per_conn = 1e6
+    env = dict(os.environ, HFSYNC_BACKOFF_BASE="0.01")
+    proc = subprocess.Popen([sys.executable, "-m", "hfsync", *map(str, args)], env=env)
+    journal = part.with_name(part.name + ".journal")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and len(journal.read_text().splitlines()) > 2:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        hub.faults.rate_per_conn = None
+    assert proc.returncode == -signal.SIGKILL, "hfsync finished before it could be killed"
+
+
+def test_a_killed_sync_leaves_a_part_both_cache_tools_report_and_the_next_sync_resumes(
+    hub: HubEmulator, tmp_path: Path
+) -> None:
+    from huggingface_hub import scan_cache_dir
+
+    weights = os.urandom(3 * 1024 * 1024)
+    hub.create_repo(REPO)
+    hub.commit(REPO, files={"model.safetensors": weights})
+    etag = hashlib.sha256(weights).hexdigest()
+    cache = tmp_path / "cache"
+    blobs = cache / STORAGE / "blobs"
+    part = blobs / f"{etag}.hfsync.incomplete"
+    args: list[object] = ["sync", REPO, "--cache-dir", cache, "-j", "2", "--chunk-size", "256K"]
+    kill_midway(args, part, hub)
+    assert part.is_file() and not (blobs / f"{etag}.incomplete").exists()
+
+    doc = json.loads(run_cli("cache", "ls", "--cache-dir", cache, "--json").output)
+    (entry,) = doc["repos"]
+    assert {Path(p["path"]).name for p in entry["incomplete"]} == {
+        part.name,
+        part.name + ".journal",
+    }
+    assert "partial download" in run_cli("cache", "ls", "--cache-dir", cache).output
+    info = scan_cache_dir(cache)
+    assert [str(w) for w in info.warnings] == []
+    assert {f.file_path.name for f in info.incomplete_files} == {part.name}
+
+    kept = run_cli("cache", "prune", "--cache-dir", cache)
+    assert kept.exit_code == 0 and part.exists(), "partial downloads are kept by default"
+    hub.clear_log()
+    assert run_cli(*args).exit_code == 0
+    assert official_offline_view(cache)["files"]["model.safetensors"] == etag
+    assert sum(r.body_bytes for r in hub.log if r.server == "cdn") < len(weights), "resumed"
+    assert not part.exists() and not list(blobs.glob("*.incomplete*"))
+
+
+LONG_NAME = "n" * 236 + ".bin"  # 240 bytes: the part name would pass NAME_MAX unhashed
+
+
+def test_a_file_name_near_name_max_syncs_to_the_cache_and_to_a_folder(
+    hub: HubEmulator, tmp_path: Path
+) -> None:
+    data = os.urandom(1024 * 1024 + 17)
+    files = {LONG_NAME: data, f"dir/{LONG_NAME}": b"small\n"}
+    hub.create_repo(REPO)
+    hub.commit(REPO, files=files)
+    cache = tmp_path / "cache"
+    result = hfsync("sync", REPO, "--cache-dir", cache)
+    assert result.returncode == 0, result.stderr
+    view = official_offline_view(cache)
+    assert view["files"][LONG_NAME] == hashlib.sha256(data).hexdigest()
+    assert view["files"][f"dir/{LONG_NAME}"] == hashlib.sha256(b"small\n").hexdigest()
+
+    dest = tmp_path / "dest"
+    result = hfsync("sync", REPO, dest, "--chunk-size", "256K")
+    assert result.returncode == 0, result.stderr
+    assert (dest / LONG_NAME).read_bytes() == data
+    assert (dest / "dir" / LONG_NAME).read_bytes() == b"small\n"
+    again = hfsync("sync", REPO, dest, "--json")
+    assert {f["action"] for f in json.loads(again.stdout)["files"]} == {"unchanged"}

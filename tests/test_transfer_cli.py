@@ -24,7 +24,9 @@ def test_sigkill_then_rerun_fetches_only_what_the_journal_lacks(
     hub.commit(REPO, files)
     etag = hub.files(REPO)["model.safetensors"].lfs_sha256
     dest = tmp_path / "dest"
-    journal = dest / f".cache/huggingface/download/model.safetensors.{etag}.incomplete.journal"
+    journal = (
+        dest / f".cache/huggingface/download/model.safetensors.{etag}.hfsync.incomplete.journal"
+    )
     args = ["sync", REPO, dest, "--connections", "4", "--chunk-size", "256K", "--quiet"]
     hub.faults.rate_per_conn = 1e6  # ~1.5 s for the whole file: time to kill it mid-way
     env = dict(os.environ, HFSYNC_BACKOFF_BASE="0.01")

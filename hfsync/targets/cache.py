@@ -4,17 +4,34 @@
 need (docs/architecture.md, "File identity"). The layout is the state; nothing else is kept:
 
     $HF_HUB_CACHE/
-      .locks/models--org--name/hfsync.lock     our per-repo lock (the official client's per-etag
-                                               locks live beside it)
+      .locks/models--org--name/hfsync.lock     our per-repo lock
+      .locks/models--org--name/<etag>.lock     the official per-blob lock; both clients hold it
+                                               while they write and place that blob
       models--org--name/
         blobs/<etag>                           content, named by its content id
-        blobs/<etag>.incomplete(.journal)      our resumable part file (deterministic name)
+        blobs/<etag>.hfsync.incomplete         our resumable part file (+ `.journal`)
         snapshots/<commit>/<path>              relative symlink -> ../../blobs/<etag>
         refs/<revision>                        the commit, no newline; written last, atomically
         trees/<commit>.json                    the listing, in the official client's format
 
 A blob already present under its etag is linked, never downloaded again, which makes a second
 revision cost only its changed files.
+
+Living next to the official client (docs/architecture.md, "Transfers"):
+- The part file is named so no version of `huggingface_hub` opens it. 0.x resumes
+  `blobs/<etag>.incomplete` by appending, and takes one of full size as finished: it would move
+  our preallocated, partly zero-filled file into `blobs/<etag>` unhashed. 2.x writes
+  `<etag>.<8 hex>.incomplete`. Ours ends `.hfsync.incomplete`, which neither pattern matches,
+  and still ends `.incomplete`, so `hf cache` and `scan_cache_dir` list it as a partial download.
+- A part file under the old shared name that is ours (an hfsync journal beside it, from an
+  hfsync before this naming) or of full size (nothing vouches for it, and 0.x would trust it) is
+  moved to our name when the sync plans that blob, so an old client can never pick it up; its
+  bytes count only as far as the journal says, and the hash decides. A shorter one without our
+  journal is the official client's own resume state and is left alone.
+- The official per-blob lock (`cache_locks`) is held while a blob is written and placed.
+- Durability: the part is fsynced before it is finalized (the executor), copies are fsynced,
+  and every folder an entry was renamed or linked into is fsynced before the ref is written, so
+  "ref written last" also holds across a power loss.
 
 Without symlinks (Windows without the privilege, some network filesystems; detected once per
 cache dir, or forced with `HF_HUB_DISABLE_SYMLINKS=1` as in the official client) the official
@@ -55,12 +72,22 @@ from .. import env
 from ..errors import DiskError, RemotePathError, UsageError
 from ..files import RemoteFile, TargetFile, check_remote_path, validate_repo_id
 from ..hashing import hash_file
+from ..safeio import fsync_dir, read_state_file
 from ..transfer.jobs import FileJob
+from ..transfer.journal import MAGIC, journal_path
 from ..treecache import read_tree_cache, write_tree_cache
+from . import cache_locks
 from .base import ensure_inside, lock_file, make_parents
+from .cache_locks import BlobLocks
 from .local import CACHEDIR_TAG
+from .partnames import blob_part_name
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+# Files at least this big hold the official blob lock for their whole download (so the official
+# client waits instead of fetching the same bytes too); smaller ones only while being placed,
+# which keeps a many-file repo from holding thousands of lock fds. At most _EARLY_LOCKS at once.
+_EARLY_LOCK_MIN = 1024 * 1024
+_EARLY_LOCKS = 256
 
 _symlink_support: dict[str, bool] = {}
 _symlink_support_lock = threading.Lock()
@@ -139,6 +166,9 @@ class CacheTarget:
         self.description = str(self.storage)
         self._parts: dict[str, int] = {}
         self._copies: dict[tuple[str, int], Path] | None = None
+        self._blob_locks = BlobLocks(self.locks_dir)
+        self._dirty: set[str] = set()  # folders that got an entry and are not fsynced yet
+        self._dirty_lock = threading.Lock()
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -172,8 +202,14 @@ class CacheTarget:
 
     # -- Target interface -------------------------------------------------------------------
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        return lock_file(self.locks_dir / "hfsync.lock", self.description)
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The per-repo sync lock; per-blob locks still held when it ends are dropped too."""
+        with lock_file(self.locks_dir / "hfsync.lock", self.description):
+            try:
+                yield
+            finally:
+                self._blob_locks.release_all()
 
     def read_listing(self, commit: str) -> list[RemoteFile] | None:
         return read_tree_cache(self.storage, commit)
@@ -204,44 +240,65 @@ class CacheTarget:
         return state
 
     def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
+        """Stage `remote` in our own part file; place it under the official per-blob lock."""
         destination = self.snapshot_path(commit, remote.path)
         blob = self.blob_path(remote.etag)
+        etag = remote.etag
         # Deterministic so a rerun resumes it; a second file of the same content in this run
         # gets its own part so two jobs never write one file.
-        nth = self._parts.get(remote.etag, 0)
-        self._parts[remote.etag] = nth + 1
-        part = blob.with_name(f"{blob.name}.{nth}.incomplete" if nth else f"{blob.name}.incomplete")
+        nth = self._parts.get(etag, 0)
+        self._parts[etag] = nth + 1
+        part = blob.with_name(blob_part_name(blob.name, nth))
+        locks = self._blob_locks
+        early = len(locks) < _EARLY_LOCKS and locks.try_hold(etag)
+        if early:
+            if nth == 0:
+                self._retire_legacy_part(blob, remote.size, part)
+            if remote.size < _EARLY_LOCK_MIN:
+                locks.release(etag)
+                early = False
 
         def finalize(done: Path) -> None:
-            with self._disk_errors(destination):
-                self._ensure_dirs(destination)
-                if self.symlinks():
-                    os.replace(done, blob)  # same content if a concurrent writer got there first
-                    self._link(blob, destination)
-                else:
-                    os.replace(done, destination)  # moved, not copied: no second copy on disk
+            try:
+                with locks.holding(etag, wait=cache_locks.PLACE_WAIT, what=remote.path):
+                    with self._disk_errors(destination):
+                        self._ensure_dirs(destination)
+                        if self.symlinks():
+                            os.replace(done, blob)  # same content if another writer was first
+                            self._placed(blob)
+                            self._link(blob, destination)
+                        else:
+                            os.replace(done, destination)  # moved, not copied: no second copy
+                        self._placed(destination)
+            finally:
+                if early:
+                    locks.release(etag)  # the hold taken for the whole download
 
-        return FileJob(remote.path, remote.size, remote.etag, url, part, finalize)
+        return FileJob(remote.path, remote.size, etag, url, part, finalize)
 
     def mark_current(self, remote: RemoteFile, commit: str, held: TargetFile | None) -> None:
         """Place content that is already on disk into the snapshot: link it, or copy it."""
         destination = self.snapshot_path(commit, remote.path)
         source = self._source_path(held)
-        with self._disk_errors(destination):
-            if source is None:
-                if os.path.lexists(destination):
-                    return  # already placed; a --checksum run merely confirmed it
-                source = self.blob_path(remote.etag)
-                if not source.is_file():
-                    raise DiskError(f"cannot place {remote.path}: its content left the cache")
-            self._ensure_dirs(destination)
-            blob = self.blob_path(remote.etag)
-            if self.symlinks():
-                if source != blob:
-                    self._copy(source, blob)
-                self._link(blob, destination)
-            else:
-                self._copy(source, destination)
+        if source is None and os.path.lexists(destination):
+            return  # already placed; a --checksum run merely confirmed it
+        wait = cache_locks.PLACE_WAIT
+        with self._blob_locks.holding(remote.etag, wait=wait, what=remote.path):
+            with self._disk_errors(destination):
+                if source is None:
+                    source = self.blob_path(remote.etag)
+                    if not source.is_file():
+                        raise DiskError(f"cannot place {remote.path}: its content left the cache")
+                self._ensure_dirs(destination)
+                blob = self.blob_path(remote.etag)
+                if self.symlinks():
+                    if source != blob:
+                        self._copy(source, blob)
+                        self._placed(blob)
+                    self._link(blob, destination)
+                else:
+                    self._copy(source, destination)
+                self._placed(destination)
 
     def delete(self, path: str, commit: str) -> None:
         """Remove `path` from `commit`'s snapshot (never planned: see module doc)."""
@@ -260,9 +317,11 @@ class CacheTarget:
         snapshot = self.snapshot_dir(commit)
         with self._disk_errors(snapshot):
             snapshot.mkdir(parents=True, exist_ok=True)  # an empty selection is a snapshot too
+            self._placed(snapshot / ".")
             tag = self.root / "CACHEDIR.TAG"
             if not tag.exists():
                 tag.write_text(CACHEDIR_TAG)
+            self._sync_dirs()  # every entry of the snapshot is durable before the ref names it
         if revision == commit:
             return
         ref = self.ref_path(revision)
@@ -273,11 +332,16 @@ class CacheTarget:
             make_parents(self.refs_dir, ref)
             tmp = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
             try:
-                tmp.write_text(commit, encoding="utf-8")
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(commit)
+                    handle.flush()
+                    os.fsync(handle.fileno())
                 os.replace(tmp, ref)
             finally:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+            self._placed(ref)
+            self._sync_dirs()
 
     # -- scan internals ---------------------------------------------------------------------
 
@@ -400,8 +464,9 @@ class CacheTarget:
         except FileExistsError:
             if self._points_at(destination, blob):
                 return  # a concurrent writer made the same link first: success
-        # Something else is there (a stale file, a wrong link): swap it atomically.
-        tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
+        # Something else is there (a stale file, a wrong link): swap it atomically. A short
+        # temp name: the entry's own name may already be close to NAME_MAX.
+        tmp = destination.with_name(f".hfsync-{uuid.uuid4().hex[:8]}.tmp")
         try:
             os.symlink(relative, tmp)
             os.replace(tmp, destination)
@@ -420,15 +485,75 @@ class CacheTarget:
         and `scan_cache_dir` recognise, and nothing stray inside a snapshot.
         """
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.blobs_dir / f"copy-{uuid.uuid4().hex[:8]}.incomplete"
+        tmp = self.blobs_dir / f"copy-{uuid.uuid4().hex[:8]}.hfsync.incomplete"
         try:
             shutil.copyfile(source, tmp)
             with contextlib.suppress(OSError):
                 shutil.copymode(source, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())  # the copy's bytes are on disk before its name
             os.replace(tmp, destination)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    def _retire_legacy_part(self, blob: Path, size: int, part: Path) -> None:
+        """Take `blobs/<etag>.incomplete` away from the official client when it is unsafe there.
+
+        Called under the blob's lock (so no official client is writing it). An hfsync before
+        the `.hfsync.incomplete` naming left its preallocated part (with a journal) under this
+        name; a full-size one without journal is unverified too. 0.x would move either into
+        `blobs/<etag>` unhashed. Both become our part: with its journal it resumes (the hash
+        still decides), without one the executor starts it afresh. A shorter file without our
+        journal is the official client's own resume state: left alone.
+        """
+        legacy = blob.with_name(f"{blob.name}.incomplete")
+        legacy_journal = journal_path(legacy)
+        try:
+            if not legacy.is_file() or legacy.is_symlink():
+                return
+            ours = self._is_hfsync_journal(legacy_journal)
+            if not ours and legacy.stat().st_size != size:
+                return
+            if os.path.lexists(part):
+                legacy.unlink()  # we have a part of our own already; the old one only misleads
+            else:
+                if ours:
+                    os.replace(legacy_journal, journal_path(part))
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        journal_path(part).unlink()  # a stale journal must not vouch for it
+                os.replace(legacy, part)
+            with contextlib.suppress(FileNotFoundError):
+                legacy_journal.unlink()
+        except OSError as exc:
+            raise DiskError(f"cannot move aside {legacy}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _is_hfsync_journal(path: Path) -> bool:
+        try:
+            return read_state_file(path, 64).startswith(MAGIC.encode())
+        except (OSError, DiskError):
+            return False
+
+    def _placed(self, entry: Path) -> None:
+        """Remember the folders `entry` (and any folder created for it) live in, for fsync."""
+        folders = []
+        folder = entry.parent
+        while True:
+            folders.append(str(folder))
+            if folder == self.root or self.root not in folder.parents:
+                break
+            folder = folder.parent
+        with self._dirty_lock:
+            self._dirty.update(folders)
+
+    def _sync_dirs(self) -> None:
+        """fsync every folder that got an entry, deepest first, and forget them."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        for folder in sorted(dirty, key=lambda f: (-f.count(os.sep), f)):
+            fsync_dir(folder)
 
     @contextlib.contextmanager
     def _disk_errors(self, path: Path) -> Iterator[None]:

@@ -11,19 +11,22 @@ so an interrupted run can be resumed by the next one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISLNK, S_ISREG
 
 from ..errors import DiskError
 from ..files import RemoteFile, TargetFile, check_remote_path
 from ..hashing import hash_file
+from ..safeio import fsync_dir, read_state_file, refusal, write_atomic
 from ..transfer.jobs import FileJob
 from ..treecache import read_tree_cache, write_tree_cache
 from .base import ensure_inside, lock_file, make_parents
+from .partnames import local_part_name
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -49,6 +52,7 @@ class LocalTarget:
         self._root_str = str(self.root)
         self._meta_str = str(self.state_dir / "download")
         self._ready_dirs: set[str] = set()  # folders created and checked during this run
+        self._state_dirs: set[str] = set()  # state folders checked to stay inside state_dir
 
     # -- bookkeeping paths ------------------------------------------------------------------
 
@@ -62,8 +66,9 @@ class LocalTarget:
         )
 
     def part_path(self, remote: RemoteFile) -> Path:
+        """Beside the metadata, under a name no `huggingface_hub` version opens (partnames)."""
         meta = self.metadata_path(remote.path)
-        return meta.with_name(f"{meta.name[: -len('.metadata')]}.{remote.etag}.incomplete")
+        return meta.with_name(local_part_name(meta.name[: -len(".metadata")], remote.etag))
 
     # -- Target interface -------------------------------------------------------------------
 
@@ -91,13 +96,45 @@ class LocalTarget:
             try:
                 held = self._file_state(path, remote.get(path), checksum)
             except OSError as exc:
-                raise DiskError(f"cannot read {self.file_path(path)}: {exc.strerror}") from exc
+                # A local name from the walk is not a remote path: no path rule applies to it.
+                where = os.path.join(self._root_str, path)
+                raise DiskError(f"cannot read {where}: {exc.strerror}") from exc
             if held is not None:
                 state[path] = held
         return state
 
+    @functools.cached_property
+    def case_insensitive(self) -> bool:
+        """Whether this folder's filesystem stores `README.md` and `readme.md` as one file.
+
+        Probed once per target, without writing (a dry run writes nothing): the case-swapped
+        name of a folder entry that exists is stat'ed; the same inode means names fold. The
+        state folder is the entry of choice (a real run has created it before the scan); else
+        an entry of the root, else the nearest existing ancestor's name. A filesystem that
+        folds case also folds Unicode normalization everywhere that matters (macOS, Windows,
+        ext4 casefold), so the planner compares on `plan.fold_key` when this is True.
+        """
+        entries: list[Path] = []
+        with contextlib.suppress(OSError), os.scandir(self.root) as found:
+            entries = [Path(entry.path) for entry in found]
+        for candidate in (self.state_dir, *entries, self.root, *self.root.parents):
+            swapped = candidate.name.swapcase()
+            if swapped == candidate.name or not candidate.name.isascii():
+                continue  # ASCII only: `ß`.swapcase() is `SS`, which no filesystem folds to
+            try:
+                held = os.stat(candidate, follow_symlinks=False)
+            except OSError:
+                continue
+            try:
+                other = os.stat(candidate.with_name(swapped), follow_symlinks=False)
+            except OSError:
+                return False
+            return os.path.samestat(held, other)
+        return False
+
     def job(self, remote: RemoteFile, commit: str, url: str) -> FileJob:
         part = self.part_path(remote)
+        self._check_state_folder(str(part.parent))  # no symlinked folder carries it out of DEST
         destination = self.file_path(remote.path)
 
         def finalize(done: Path) -> None:
@@ -110,7 +147,9 @@ class LocalTarget:
         self._write_metadata(remote.path, commit, remote.etag)
 
     def delete(self, path: str, commit: str) -> None:
-        target = self.file_path(path)
+        # A name the walk found (`bad\nname` too), not a remote path: plan.safe_local_path and
+        # ensure_inside keep it inside DEST, the remote-path rules do not apply to it.
+        target = self.root.joinpath(*path.split("/"))
         ensure_inside(self.root, target)
         for victim in (target, self.metadata_path(path)):
             with contextlib.suppress(FileNotFoundError):
@@ -124,16 +163,45 @@ class LocalTarget:
     # -- internals --------------------------------------------------------------------------
 
     def _init_state_dir(self) -> None:
+        """Create the state folder, refusing one that a symlink carries out of DEST.
+
+        `.gitignore` and `CACHEDIR.TAG` are created by rename (never through a link planted at
+        their names); one that is there already is kept if it is a regular file, refused if not.
+        """
         try:
+            ensure_inside(self.root, self.state_dir / ".gitignore", error=DiskError)
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            gitignore = self.state_dir / ".gitignore"
-            if not gitignore.exists():
-                gitignore.write_text("*")
-            tag = self.state_dir / "CACHEDIR.TAG"
-            if not tag.exists():
-                tag.write_text(CACHEDIR_TAG)
+            self._state_dirs.add(str(self.state_dir))
+            for name, text in ((".gitignore", "*"), ("CACHEDIR.TAG", CACHEDIR_TAG)):
+                self._ensure_state_file(self.state_dir / name, text)
         except OSError as exc:
             raise DiskError(f"cannot write to {self.root}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _ensure_state_file(path: Path, text: str) -> None:
+        """Write `path` unless a regular file is there; a link or other non-file is refused."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            write_atomic(path, text.encode(), fsync=False)  # a marker: power loss costs nothing
+            return
+        if S_ISLNK(st.st_mode):
+            raise refusal(path, "it is a symbolic link")
+        if not S_ISREG(st.st_mode):
+            raise refusal(path, "it is not a regular file")
+
+    def _check_state_folder(self, folder: str) -> None:
+        """Refuse (exit 6) a state folder that a symlink carries out of DEST or the state folder.
+
+        Once per folder and run: thousands of files share a handful of folders.
+        """
+        if folder in self._state_dirs:
+            return
+        probe = Path(folder) / "x"
+        ensure_inside(self.root, probe, error=DiskError)
+        if self.state_dir in probe.parents:
+            ensure_inside(self.state_dir, probe, error=DiskError)
+        self._state_dirs.add(folder)
 
     def _walk(self) -> Iterator[str]:
         """Every regular file under the root, as repo-style paths; our state folder excluded."""
@@ -142,15 +210,21 @@ class LocalTarget:
         stack = [(self.root, "")]
         while stack:
             folder, prefix = stack.pop()
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    rel = prefix + entry.name
-                    if rel == ".cache/huggingface":
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((Path(entry.path), rel + "/"))
-                    elif entry.is_file(follow_symlinks=False):
-                        yield rel
+            try:
+                with os.scandir(folder) as entries:
+                    found = [(entry.name, entry.path, _kind(entry)) for entry in entries]
+            except OSError as exc:
+                # `--delete` must see every file to decide; an unreadable folder is a disk
+                # problem naming that folder, not a crash or a silently partial plan.
+                raise DiskError(f"cannot read folder {folder}: {exc.strerror}") from exc
+            for name, entry_path, kind in found:
+                rel = prefix + name
+                if rel == ".cache/huggingface":
+                    continue
+                if kind == "dir":
+                    stack.append((Path(entry_path), rel + "/"))
+                elif kind == "file":
+                    yield rel
 
     def _file_state(
         self, path: str, remote: RemoteFile | None, checksum: bool
@@ -183,23 +257,25 @@ class LocalTarget:
     def read_metadata(self, path: str, mtime: float | None = None) -> DownloadMetadata | None:
         """The metadata of `path` if it exists, parses, and the file was not modified since."""
         try:
-            with open(os.path.join(self._meta_str, path + ".metadata"), encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
+            data = read_state_file(os.path.join(self._meta_str, path + ".metadata"), 4096)
+            lines = data.decode("utf-8").splitlines()
             meta = DownloadMetadata(lines[0].strip(), lines[1].strip(), float(lines[2]))
-        except (OSError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError):  # UnicodeDecodeError is a ValueError
             return None
         if mtime is not None and mtime - 1 > meta.timestamp:
             return None
         return meta
 
     def _write_metadata(self, path: str, commit: str, etag: str) -> None:
+        """Unique temp name, fsync, rename, fsync of the folder (safeio.write_atomic): a planted
+        link at any name is replaced, never written through, and a power loss leaves the old
+        metadata or the new, never a torn file that would vouch for the wrong content."""
         meta_path = os.path.join(self._meta_str, path + ".metadata")
-        tmp = meta_path + ".tmp"
         try:
-            self._ensure_dir(os.path.dirname(meta_path))
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(f"{commit}\n{etag}\n{time.time()}\n")
-            os.replace(tmp, meta_path)
+            folder = os.path.dirname(meta_path)
+            self._check_state_folder(folder)
+            self._ensure_dir(folder)
+            write_atomic(meta_path, f"{commit}\n{etag}\n{time.time()}\n".encode())
         except OSError as exc:
             raise DiskError(f"cannot write {meta_path}: {exc.strerror}") from exc
 
@@ -210,6 +286,7 @@ class LocalTarget:
                 make_parents(self.root, destination)  # the symlink-escape check, once per folder
                 self._ready_dirs.add(parent)
             os.replace(done, destination)
+            fsync_dir(parent)  # the new name survives a power loss (the part was fsynced)
         except IsADirectoryError as exc:
             raise DiskError(f"cannot write {destination}: a folder is in the way") from exc
         except OSError as exc:
@@ -229,3 +306,11 @@ class LocalTarget:
             except OSError:
                 return
             folder = folder.parent
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """The kind of a walk entry ("dir", "file", "other"), never following a symlink: a
+    linked folder is not ours to walk or delete in."""
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    return "file" if entry.is_file(follow_symlinks=False) else "other"
