@@ -10,8 +10,9 @@ hash mismatch); a task of an older generation must stop and its ranges no longer
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,6 +26,56 @@ from .journal import Journal
 from .partfile import PartFile, disk_error
 from .ranges import RangeSet, split
 from .verify import PrefixHasher
+
+WRITEBACK_STEP = 16 * 1024 * 1024  # verified bytes handed to the disk at a time
+_SYNC_FILE_RANGE_WRITE = 2  # start write-out of dirty pages, do not wait for it
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """libc's `sync_file_range` (Linux), or None where it does not exist.
+
+    Python's `os` has no binding. Without early write-out the kernel keeps a whole multi-GiB
+    file dirty (below `dirty_background_ratio`), and the fsync before the rename then writes
+    all of it while the transfer is already over: measured 0.57 s of a 4.3 s 1 GiB download.
+    """
+    if not hasattr(os, "posix_fadvise"):  # not Linux-like: no sync_file_range either
+        return None
+    import ctypes  # only for downloads big enough to need it
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    func.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        func(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a hint: errors (EINVAL...) ignored
+
+    return start
+
+
+_writeback: Callable[[int, int, int], None] | None = None
+_writeback_loaded = False
+_writeback_lock = threading.Lock()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing `[offset, offset+length)` of `fd` to disk, now.
+
+    Only ever a head start for the fsync that still precedes every rename into place: the
+    bytes stay in the page cache and durability is exactly as before.
+    """
+    global _writeback, _writeback_loaded
+    if not _writeback_loaded:
+        with _writeback_lock:
+            if not _writeback_loaded:
+                _writeback = _load_sync_file_range()
+                _writeback_loaded = True
+    if _writeback is not None:
+        _writeback(fd, offset, length)
 
 
 class Abandon(Exception):
@@ -63,6 +114,11 @@ class FileDownload:
         self.part = PartFile(job.part_path, job.size)
         self.journal = Journal(job.part_path, job.size, job.etag, enabled=job.size > chunk_size)
         self.cond = threading.Condition()
+        # One pwrite into this file at a time: ext4 (and most filesystems) take the inode's
+        # write lock for a buffered write anyway, and kernel waiters spin on it while its owner
+        # copies -- on two cores that spinning took ~10% of a capped download's CPU. Waiting
+        # here sleeps instead. Never held together with `cond`.
+        self.write_lock = threading.Lock()
         self.done = RangeSet()
         self.hasher = PrefixHasher(job.etag, job.size, verify)
         self.generation = 0
@@ -75,6 +131,7 @@ class FileDownload:
         self.received = 0  # bytes that came over the network
         self.counted = 0  # bytes reported to the progress sink (never above size)
         self._fresh = True
+        self._written_back = 0  # bytes before this offset were handed to start_writeback
         self._refs = 0
         self._writers = 0
 
@@ -139,6 +196,27 @@ class FileDownload:
             with self.cond:
                 self._writers -= 1
                 self.cond.notify_all()
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """`pwrite` received bytes at `offset`, one writer of this file at a time."""
+        with self.write_lock:
+            self.part.write(data, offset)
+
+    def write_back(self, verified: int) -> None:
+        """Start disk write-out of the verified prefix up to `verified`, 16 MiB at a time.
+
+        Called by whoever hashes the file (one thread at a time), so the fsync before the
+        rename finds little left to write; the pages stay cached for readers.
+        """
+        start = self._written_back
+        if self.size <= WRITEBACK_STEP:
+            return  # small files: the fsync alone is cheaper than the extra call
+        if verified - start < WRITEBACK_STEP and verified < self.size:
+            return
+        fd = self.part.fd
+        if fd is not None and verified > start:
+            start_writeback(fd, start, verified - start)
+        self._written_back = verified
 
     def wait_for_writers(self, timeout: float) -> None:
         with self.cond:
@@ -211,6 +289,7 @@ class FileDownload:
                 if n <= 0:
                     raise DiskError(f"{self.part.path}: part file is shorter than expected")
                 self.hasher.update(buf[:n])
+                self.write_back(self.hasher.offset)
         except BaseException:
             with self.cond:
                 self.hashing = False
@@ -240,6 +319,7 @@ class FileDownload:
                 return None
             self.streaming = True
             self.generation += 1
+            self._written_back = 0
             self.done = RangeSet()
             try:
                 self.journal.reset()  # ranges mean nothing without Range support
@@ -252,6 +332,7 @@ class FileDownload:
         with self.cond:
             self.refetched = True
             self.generation += 1
+            self._written_back = 0
             self.done = RangeSet()
             self.hasher = PrefixHasher(self.job.etag, self.size, self.verify)
             try:

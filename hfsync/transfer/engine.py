@@ -350,7 +350,7 @@ class _Engine:
                     if n <= 0:
                         return Retryable("connection closed before the end of the range")
                     self._throttle(n)
-                    f.part.write(view[:n], task.pos)
+                    f.write(view[:n], task.pos)
                     task.pos += n
                     self._advance(f, n)
                 complete = end == last + 1
@@ -442,8 +442,9 @@ class _Engine:
                             f"{f.job.path}: the server sent more than the expected {f.size} bytes"
                         )
                     self._throttle(n)
-                    f.part.write(buf[:n], hasher.offset)
+                    f.write(buf[:n], hasher.offset)
                     hasher.update(buf[:n])
+                    f.write_back(hasher.offset)
                     self._advance(f, n)
                 complete = True
             finally:
