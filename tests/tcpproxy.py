@@ -4,8 +4,9 @@
 to ``host:port``. ``bytes_up`` (client -> server) and ``bytes_down`` count payload bytes over all
 connections. ``cut()`` resets every current connection now; ``cut_after(n)`` resets them once
 ``n`` more bytes went upstream (exactly ``n`` are forwarded), simulating a link that dies
-mid-push. The proxy stops by itself after ``lifetime`` seconds so a stuck test cannot leave it
-running, and all its threads are daemons.
+mid-push. ``rate`` (bytes/s, upstream) slows the link, so a test can act on a push that is
+still in flight. The proxy stops by itself after ``lifetime`` seconds so a stuck test cannot
+leave it running, and all its threads are daemons.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ import time
 
 
 class TCPProxy:
-    def __init__(self, target_host: str, target_port: int, *, lifetime: float = 300.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        lifetime: float = 300.0,
+        rate: float | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self.rate = rate
+        self._started = time.monotonic()
         self.lifetime = lifetime
         self.bytes_up = 0
         self.bytes_down = 0
@@ -110,12 +120,21 @@ class TCPProxy:
                     else:
                         self.bytes_down += len(data)
                 if data:
+                    if up and self.rate:
+                        self._throttle()
                     dst.sendall(data)
                 if cut_now:
                     self.cut()
                     return
         except OSError:
             return
+
+    def _throttle(self) -> None:
+        """Hold upstream bytes back until the average since start is under ``rate`` (a
+        pacing wait, not a timing assumption: the test never depends on how long it takes)."""
+        ahead = self.bytes_up / self.rate - (time.monotonic() - self._started)
+        if ahead > 0:
+            time.sleep(min(ahead, 0.5))
 
 
 def _reset(sock: socket.socket) -> None:

@@ -1,0 +1,458 @@
+"""The remote half of `hfsync to-remote`: a stdlib-only script run by the host's python3.
+
+Why a script and not shell: one remote command must report the whole state of REMOTE_DIR (one
+round trip, however many files), hash at hashlib speed (research/ssh-push.md: 4x sha256sum),
+and land each pushed file under a temp name, verify it and rename it in place without a round
+trip per file. The local side (hfsync.remote.host) sends this file's source on the command's
+stdin, ahead of the data (`python3 -c 'import sys;exec(sys.stdin.buffer.read(N))' MODE ROOT`),
+so nothing is installed on the host and no argv carries anything but the mode and the folder.
+
+It must run on whatever python3 a GPU image ships (3.6+): no walrus, no dataclasses, no
+third-party imports, and it never imports hfsync. Modes (all read stdin, write JSON to stdout):
+
+* ``serve ROOT WAIT HOLDER``: the control session. Holds ``ROOT/.cache/huggingface/hfsync.lock``
+  (flock, the same file a local `hfsync sync` of that folder takes) until stdin closes, so a
+  dead laptop frees it, and answers JSON requests, one per line: ``scan`` (sizes, mtimes,
+  metadata and part files under ROOT, hashing what the metadata cannot vouch for), ``record``
+  (write metadata), ``delete`` (remove files).
+* ``recv ROOT``: framed files (a JSON header line, then the bytes), each appended to its part,
+  hashed as it arrives, verified, renamed into place, its metadata written; one JSON reply each.
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+
+STATE = os.path.join(".cache", "huggingface")
+PART_SUFFIX = ".hfsync-part"
+READ = 1 << 20
+NAME_MAX = 255
+
+
+class Refused(Exception):
+    """A request this agent will not carry out (unsafe path); `kind` goes into the reply."""
+
+    def __init__(self, kind, message):
+        Exception.__init__(self, message)
+        self.kind = kind
+
+
+def out(doc):
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def new_hasher(etag, size):
+    if len(etag) == 64:
+        return hashlib.sha256()
+    h = hashlib.sha1()
+    h.update(b"blob %d\0" % size)
+    return h
+
+
+def inside(root_real, path):
+    """Whether `path` (created or not) stays inside root after following symlinks: checks
+    the nearest folder that already exists, as targets.base.ensure_inside does locally."""
+    existing = os.path.dirname(path)
+    while not os.path.lexists(existing) and existing != os.path.dirname(existing):
+        existing = os.path.dirname(existing)
+    real = os.path.realpath(existing)
+    return real == root_real or real.startswith(root_real + os.sep)
+
+
+def checked(root, root_real, rel):
+    """ROOT/rel, refused when the repo path is unsafe or a symlinked folder carries it out."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in rel:
+        raise Refused("path", f"refusing unsafe path {rel!r}")
+    full = os.path.join(root, *parts)
+    if not inside(root_real, full):
+        raise Refused("path", f"refusing to write {full}: its folder resolves outside {root}")
+    return full
+
+
+def meta_path(root, rel):
+    return os.path.join(root, STATE, "download", *rel.split("/")) + ".metadata"
+
+
+def read_meta(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def meta_vouches(text, mtime, etag):
+    """The local folder's rule (docs/architecture.md, "File identity"); mirrored by
+    hfsync.remote.state.metadata_state, which makes the final decision locally."""
+    if text is None:
+        return False
+    lines = text.splitlines()
+    try:
+        ts = float(lines[2])
+        meta_etag = lines[1].strip()
+    except (IndexError, ValueError):
+        return False
+    return meta_etag == etag and not mtime - 1 > ts
+
+
+def hash_file(path, etag, size):
+    h = new_hasher(etag, size)
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(8 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def walk(root):
+    """Every regular file below root, repo-style; the state folder and symlinks skipped."""
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            rel = prefix + e.name
+            if rel == ".cache/huggingface":
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append((e.path, rel + "/"))
+            elif e.is_file(follow_symlinks=False):
+                yield rel
+
+
+def parts_under(root):
+    base = os.path.join(root, STATE, "download")
+    found = []
+    for dirpath, _dirs, names in os.walk(base):
+        for n in names:
+            if n.endswith(PART_SUFFIX):
+                full = os.path.join(dirpath, n)
+                try:
+                    found.append([os.path.relpath(full, base), os.lstat(full).st_size])
+                except OSError:
+                    pass
+    return found
+
+
+def do_scan(root, req):
+    listed = req.get("files", {})
+    checksum = req.get("checksum", False)
+    paths = list(walk(root)) if req.get("all_files") else list(listed)
+    files = []
+    for rel in paths:
+        full = os.path.join(root, *rel.split("/"))
+        try:
+            st = os.stat(full)
+        except OSError:
+            continue
+        if not (st.st_mode & 0o170000 == 0o100000):
+            continue
+        meta = read_meta(meta_path(root, rel))
+        digest = None
+        want = listed.get(rel)
+        if want is not None and st.st_size == want[0]:
+            if checksum or not meta_vouches(meta, st.st_mtime, want[1]):
+                try:
+                    digest = hash_file(full, want[1], st.st_size)
+                except OSError:
+                    digest = None
+        files.append([rel, st.st_size, st.st_mtime, meta, digest])
+    return {
+        "root": os.path.realpath(root),
+        "exists": os.path.isdir(root),
+        "files": files,
+        "parts": parts_under(root) if os.path.isdir(root) else [],
+    }
+
+
+def write_meta(root, root_real, rel, commit, etag):
+    path = meta_path(root, rel)
+    state = os.path.join(root, STATE)
+    if not inside(root_real, path) or not inside(os.path.realpath(state), path):
+        raise Refused("disk", f"refusing to write {path}: its folder resolves outside {root}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{commit}\n{etag}\n{time.time()}\n")
+    os.replace(tmp, path)
+
+
+def init_state(root):
+    """Create ROOT/.cache/huggingface (with .gitignore and CACHEDIR.TAG, as a local folder
+    has), refusing a state folder that a symlink carries out of ROOT."""
+    os.makedirs(root, exist_ok=True)
+    root_real = os.path.realpath(root)
+    state = os.path.join(root, STATE)
+    if not inside(root_real, os.path.join(state, "x")):
+        raise Refused("disk", f"refusing {state}: it resolves outside {root} (symlink)")
+    os.makedirs(os.path.join(state, "download"), exist_ok=True)
+    for name, text in ((".gitignore", "*"), ("CACHEDIR.TAG", CACHEDIR_TAG)):
+        p = os.path.join(state, name)
+        if not os.path.lexists(p):
+            with open(p, "w") as f:
+                f.write(text)
+    return root_real
+
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by hfsync.\n"
+    "# For information about cache directory tags, see: https://bford.info/cachedir/\n"
+)
+
+
+def take_lock(root, wait, holder):
+    """flock ROOT/.cache/huggingface/hfsync.lock (the file a local `hfsync sync` of this folder
+    takes too); returns the fd, or None after printing who holds it."""
+    init_state(root)
+    path = os.path.join(root, STATE, "hfsync.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    deadline = time.time() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.time() >= deadline:
+                try:
+                    with open(path, "rb") as f:
+                        said = f.read(200).decode("utf-8", "replace").strip()
+                except OSError:
+                    said = ""
+                out({"busy": said})
+                return None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {holder}\n".encode())
+    return fd
+
+
+def do_serve(root, wait, holder):
+    """The control session: hold the lock (unless WAIT < 0: a dry run, which must not even
+    create the state folder) and answer one JSON request per line until stdin closes, so a
+    whole run costs one remote process however many requests it makes."""
+    fd = None
+    if wait >= 0:
+        fd = take_lock(root, wait, holder)
+        if fd is None:
+            return 3
+    out(
+        {
+            "ready": True,
+            "locked": fd is not None,
+            "pid": os.getpid(),
+            "root": os.path.realpath(root),
+        }
+    )
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        req = json.loads(line.decode("utf-8"))
+        op = req.get("op")
+        try:
+            if op == "scan":
+                reply = do_scan(root, req)
+            elif op == "record":
+                reply = do_record(root, req["items"])
+            elif op == "delete":
+                reply = do_delete(root, req["items"])
+            else:
+                reply = {"error": f"unknown request {op!r}", "kind": "usage"}
+        except Refused as exc:
+            reply = {"error": str(exc), "kind": exc.kind}
+        except OSError as exc:
+            reply = {"error": describe(exc), "kind": "disk"}
+        out(reply)
+
+
+def part_file(root, rel_part):
+    parts = rel_part.split("/")
+    if any(p in ("", ".", "..") for p in parts) or not parts[-1].endswith(PART_SUFFIX):
+        raise Refused("path", f"refusing part name {rel_part!r}")
+    return os.path.join(root, STATE, "download", *parts)
+
+
+def current(root, rel, etag, size):
+    """Whether ROOT/rel already is this content with valid metadata (a resend after a lost
+    reply: the first copy made it)."""
+    full = os.path.join(root, *rel.split("/"))
+    try:
+        st = os.stat(full)
+    except OSError:
+        return False
+    return st.st_size == size and meta_vouches(read_meta(meta_path(root, rel)), st.st_mtime, etag)
+
+
+def lock_part(fd):
+    deadline = time.time() + 30
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def skip(stdin, n):
+    while n > 0:
+        b = stdin.read1(min(n, READ))
+        if not b:
+            raise EOFError
+        n -= len(b)
+
+
+def receive_one(stdin, root, root_real, hdr):
+    """One frame. Returns the reply; raises EOFError when the stream ended mid-frame (the part
+    keeps what arrived, for the next run to resume) and OSError on a disk failure."""
+    rel, size, etag, commit = hdr["p"], hdr["s"], hdr["e"], hdr["c"]
+    offset = hdr["o"]
+    final = checked(root, root_real, rel)
+    part = part_file(root, hdr["q"])
+    if offset < 0 and current(root, rel, etag, size):
+        out({"p": rel, "at": size})
+        return {"p": rel, "ok": True, "n": 0, "have": True}
+    os.makedirs(os.path.dirname(part), exist_ok=True)
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        lock_part(fd)
+        have = os.fstat(fd).st_size
+        if offset < 0:
+            offset = min(have, size)
+            out({"p": rel, "at": offset})
+        elif have < offset:
+            skip(stdin, size - offset)
+            return {"p": rel, "ok": False, "kind": "resume", "error": "part shorter than planned"}
+        if have != offset:
+            os.ftruncate(fd, offset)
+        h = new_hasher(etag, size)
+        done = 0
+        while done < offset:  # the resumed prefix is verified with the rest
+            b = os.pread(fd, min(8 << 20, offset - done), done)
+            if not b:
+                break
+            h.update(b)
+            done += len(b)
+        os.lseek(fd, offset, os.SEEK_SET)
+        left = size - offset
+        while left > 0:
+            b = stdin.read1(min(left, READ))
+            if not b:
+                raise EOFError
+            h.update(b)
+            view = memoryview(b)
+            while view:
+                view = view[os.write(fd, view) :]
+            left -= len(b)
+    finally:
+        os.close(fd)
+    if h.hexdigest() != etag:
+        os.unlink(part)
+        return {"p": rel, "ok": False, "kind": "integrity", "error": "content does not match"}
+    if not inside(root_real, final):
+        raise Refused("path", f"refusing to write {final}: its folder resolves outside {root}")
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    if os.path.isdir(final) and not os.path.islink(final):
+        raise Refused("disk", f"cannot write {final}: a folder is in the way")
+    os.replace(part, final)
+    write_meta(root, root_real, rel, commit, etag)
+    return {"p": rel, "ok": True, "n": size - offset}
+
+
+def do_recv(root):
+    root_real = init_state(root)
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        hdr = json.loads(line.decode("utf-8"))
+        try:
+            reply = receive_one(stdin, root, root_real, hdr)
+        except EOFError:
+            return 0
+        except Refused as exc:
+            # The bytes of this frame may be unread: the stream cannot continue.
+            out({"p": hdr["p"], "ok": False, "kind": exc.kind, "error": str(exc), "fatal": True})
+            return 4
+        except OSError as exc:
+            kind = "disk"
+            out({"p": hdr["p"], "ok": False, "kind": kind, "error": describe(exc), "fatal": True})
+            return 4
+        out(reply)
+
+
+def describe(exc):
+    what = exc.strerror or str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        what = "No space left on device"
+    return "{}{}".format(what, ": " + exc.filename if getattr(exc, "filename", None) else "")
+
+
+def do_record(root, items):
+    root_real = init_state(root)
+    for rel, commit, etag in items:
+        checked(root, root_real, rel)
+        write_meta(root, root_real, rel, commit, etag)
+    return {"ok": True}
+
+
+def prune(folder, stop):
+    while folder != stop and folder.startswith(stop + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        folder = os.path.dirname(folder)
+
+
+def do_delete(root, items):
+    root_real = os.path.realpath(root)
+    for rel in items:
+        full = checked(root, root_real, rel)
+        for victim in (full, meta_path(root, rel)):
+            try:
+                os.unlink(victim)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        prune(os.path.dirname(full), root)
+        prune(os.path.dirname(meta_path(root, rel)), os.path.join(root, STATE, "download"))
+    return {"ok": True}
+
+
+def main(argv):
+    mode, root = argv[0], os.path.abspath(os.path.expanduser(argv[1]))
+    try:
+        if mode == "serve":
+            return do_serve(root, float(argv[2]), argv[3] if len(argv) > 3 else "")
+        if mode == "recv":
+            return do_recv(root)
+        out({"error": f"unknown mode {mode!r}", "kind": "usage"})
+        return 2
+    except Refused as exc:
+        out({"error": str(exc), "kind": exc.kind})
+        return 4
+    except OSError as exc:
+        out({"error": describe(exc), "kind": "disk"})
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,291 @@
+"""One remote folder on one SSH host, driven through the agent (hfsync/remote/agent.py).
+
+The agent's source goes first on each remote command's stdin, then the requests, so nothing is
+installed on the host, the only argv is the mode and the folder, and the token (which the push
+path never sends at all) could not leak through a process list. A run opens one *control
+session* (`agent.py serve`): it holds the folder's lock for as long as the channel lives and
+answers scan/record/delete requests, so however many requests a run makes they cost one remote
+process (a login shell costs 0.4 s on some hosts). Push streams are sessions of their own.
+Remote pull (the next issue) reuses the connection, the lock and the scan from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import socket
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from hfsync.errors import DiskError, HfsyncError, LockedError, RemotePathError, SSHError, UsageError
+from hfsync.remote.channel import ConnectionLostError, first_line
+from hfsync.remote.connection import SSHConnection, quote_command, remote_shell_quote
+
+AGENT_PATH = Path(__file__).with_name("agent.py")
+NO_PYTHON_STATUS = 127
+REPLY_TIMEOUT = 300.0  # a scan with --checksum prints nothing until every file is hashed
+SEND_STALL = 60.0  # seconds without window space before the link counts as dead
+RELOCK_WAIT = 10.0  # after a reconnect the old holder may take a moment to notice
+
+
+@lru_cache(maxsize=1)
+def agent_source() -> bytes:
+    return AGENT_PATH.read_bytes()
+
+
+def agent_command(mode: str, root: str, *args: str) -> str:
+    """`python3 -c <bootstrap> MODE ROOT ARGS`: the bootstrap reads the agent from stdin."""
+    size = len(agent_source())
+    boot = f"import sys;exec(compile(sys.stdin.buffer.read({size}),'hfsync-agent','exec'))"
+    words = ["python3", "-c", quote_command([boot]), quote_command([mode])]
+    words.append(remote_shell_quote(root))
+    words += [quote_command([a]) for a in args]
+    return " ".join(words)
+
+
+def check_remote_dir(remote_dir: str) -> str:
+    """REMOTE_DIR as scp takes it: absolute, `~/...`, or relative to the remote home."""
+    if not remote_dir or any(c in remote_dir for c in "\0\n\r"):
+        raise UsageError(f"invalid REMOTE_DIR {remote_dir!r}")
+    if remote_dir.startswith("~") and remote_dir != "~" and not remote_dir.startswith("~/"):
+        raise UsageError(f"REMOTE_DIR {remote_dir!r}: ~user paths are not supported; use ~/...")
+    return remote_dir
+
+
+def agent_error(kind: Any, message: str) -> HfsyncError:
+    if kind == "path":
+        return RemotePathError(message)
+    if kind == "disk":
+        return DiskError(message)
+    return SSHError(message)
+
+
+class Session:
+    """One agent process on an exec channel: lines of JSON in, lines of JSON out (read on a
+    thread, so the sender can keep sending while replies arrive)."""
+
+    def __init__(self, host: RemoteHost, mode: str, *args: str) -> None:
+        self.host = host
+        self.generation = host.generation
+        self.channel = host.conn.open_exec(agent_command(mode, host.remote_dir, *args))
+        self.channel.settimeout(SEND_STALL)
+        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.ended = False
+        try:
+            self.send(agent_source())
+        except BaseException:
+            self.channel.close()
+            raise
+        self._reader = threading.Thread(target=self._read, name="hfsync-agent", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                try:
+                    chunk = self.channel.recv(65536)
+                except TimeoutError:
+                    if self.channel.closed:
+                        break
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        try:
+                            self.replies.put(json.loads(line))
+                        except ValueError:
+                            self.replies.put({"error": first_line(line), "kind": "ssh"})
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            self.replies.put(None)
+
+    def send(self, data: bytes) -> None:
+        """Send all of `data` (small: headers, requests); the memoryview loop avoids
+        paramiko's quadratic sendall."""
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.channel.send(view)
+            except TimeoutError:
+                where = self.host.conn.display
+                raise ConnectionLostError(f"SSH connection to {where} stalled") from None
+            except (OSError, EOFError, paramiko.SSHException):
+                raise self.why_stopped() from None
+            if sent == 0:
+                raise self.why_stopped()
+            view = view[sent:]
+
+    def next_reply(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next reply; None once the agent's output ended. Raises queue.Empty on timeout."""
+        if self.ended:
+            return None
+        reply = self.replies.get(timeout=timeout)
+        if reply is None:
+            self.ended = True
+        return reply
+
+    def transport_gone(self) -> bool:
+        transport = self.channel.get_transport()
+        if transport is None:
+            return True
+        if transport.is_active():
+            transport.join(0.5)  # a dying transport closes channels before it clears `active`
+        return not transport.is_active()
+
+    def why_stopped(self) -> HfsyncError:
+        """The error for an agent that stopped: a lost connection, or what it said."""
+        if self.transport_gone():
+            return ConnectionLostError(f"SSH connection to {self.host.conn.display} lost")
+        status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
+        said = self.stderr_line()
+        if status == NO_PYTHON_STATUS or "python3: not found" in said or "python3: No such" in said:
+            return SSHError(
+                f"{self.host.conn.display} has no python3 on its PATH; hfsync's remote helper "
+                "needs it (e.g. apt-get install python3-minimal)"
+            )
+        return SSHError(
+            f"the remote helper on {self.host.description} stopped (exit status {status})"
+            + (f": {said}" if said else "")
+        )
+
+    def stderr_line(self) -> str:
+        err = b""
+        with contextlib.suppress(OSError, paramiko.SSHException):
+            while self.channel.recv_stderr_ready() and len(err) < 65536:
+                err += self.channel.recv_stderr(65536)
+        return first_line(err)
+
+    def request(self, doc: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+        """Send one request line and return its reply (errors raised as HfsyncErrors)."""
+        self.send(json.dumps(doc).encode() + b"\n")
+        return self.expect(timeout)
+
+    def expect(self, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+        try:
+            reply = self.next_reply(timeout)
+        except queue.Empty:
+            raise SSHError(
+                f"no answer from the remote helper on {self.host.description} for {timeout:g} s"
+            ) from None
+        if reply is None:
+            raise self.why_stopped()
+        if "error" in reply:
+            raise agent_error(reply.get("kind"), f"{self.host.description}: {reply['error']}")
+        return reply
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.shutdown_write()
+
+    def close(self) -> None:
+        self.close_input()
+        self.channel.close()
+
+
+class RemoteHost:
+    """The SSH connection plus the remote folder and its control session."""
+
+    def __init__(self, conn: SSHConnection, remote_dir: str) -> None:
+        self.conn = conn
+        self.remote_dir = check_remote_dir(remote_dir)
+        self.description = f"{conn.display}:{remote_dir}"
+        self.real_root: str | None = None  # the remote's realpath of REMOTE_DIR, once known
+        self.generation = 0  # bumped on every reconnect, so parallel streams reconnect once
+        self._reconnect_lock = threading.Lock()
+        self._control: Session | None = None
+        self._locked = False
+        self._spare: list[Session | BaseException] = []
+        self._spare_thread: threading.Thread | None = None
+
+    def open(self, *, lock: bool, wait: float = 0.0) -> None:
+        """Start the control session; with `lock`, take the folder's lock (LockedError names
+        the holder). Without it (a dry run) nothing is created on the host."""
+        holder = f"local {socket.gethostname()} pid {os.getpid()}"
+        session = Session(self, "serve", f"{wait:g}" if lock else "-1", holder)
+        try:
+            hello = session.next_reply(REPLY_TIMEOUT)
+        except queue.Empty:
+            session.close()
+            raise SSHError(f"no answer from the remote helper on {self.description}") from None
+        if hello is None:
+            error = session.why_stopped()
+            session.close()
+            raise error
+        if "busy" in hello:
+            session.close()
+            pid, _, rest = (str(hello["busy"]) or "unknown").partition(" ")
+            raise LockedError(
+                f"another hfsync (remote pid {pid}{', ' + rest if rest else ''}) is syncing "
+                f"{self.description}; try again when it finishes"
+            )
+        if "error" in hello:
+            session.close()
+            raise agent_error(hello.get("kind"), f"{self.description}: {hello['error']}")
+        self.real_root = hello.get("root")
+        self._control = session
+        self._locked = lock
+
+    def call(self, op: str, **request: Any) -> dict[str, Any]:
+        """One request on the control session (never while a push stream uses it)."""
+        assert self._control is not None, "open() first"
+        return self._control.request({"op": op, **request})
+
+    def prestart_stream(self) -> None:
+        """Start opening a push stream now, so its remote process (a login shell and python3
+        starting: 0.4-0.7 s on some hosts) starts while the scan and the plan run."""
+
+        def opener() -> None:
+            try:
+                self._spare.append(Session(self, "recv"))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks next
+                self._spare.append(exc)
+
+        self._spare_thread = threading.Thread(target=opener, name="hfsync-prestart", daemon=True)
+        self._spare_thread.start()
+
+    def stream(self) -> Session:
+        """A push stream (`agent.py recv`): the prestarted one if it is usable, else a new one."""
+        thread, self._spare_thread = self._spare_thread, None
+        if thread is not None:
+            thread.join()
+            spare = self._spare.pop() if self._spare else None
+            if isinstance(spare, Session):
+                if spare.generation == self.generation and not spare.ended:
+                    return spare
+                spare.close()
+        return Session(self, "recv")
+
+    def reconnect(self, seen_generation: int, tries: int = 3, backoff: float = 1.0) -> None:
+        """Re-open the connection after a drop (once, however many streams saw it) and take
+        the lock again: the old holder exits when its channel dies."""
+        with self._reconnect_lock:
+            if self.generation != seen_generation and self.conn.is_alive():
+                return
+            self._control = None
+            self.conn.reconnect(tries=tries, backoff=backoff)
+            self.open(lock=self._locked, wait=RELOCK_WAIT)
+            self.generation += 1
+
+    def close(self) -> None:
+        thread, self._spare_thread = self._spare_thread, None
+        if thread is not None:
+            thread.join()
+        for spare in self._spare:
+            if isinstance(spare, Session):
+                spare.close()
+        self._spare.clear()
+        control, self._control = self._control, None
+        if control is not None:
+            control.close()
+        self.conn.close()

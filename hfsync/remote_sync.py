@@ -1,0 +1,330 @@
+"""`to_remote()`: make a folder on an SSH host hold exactly a repo's files (push mode).
+
+The same pipeline as `orchestrate.sync` (docs/architecture.md, "Pipeline"), with the SSH host
+as the target state and the local HF cache as the staging area:
+
+    pin revision -> listing (local cache's trees/<commit>.json, else the API) -> connect ->
+    remote lock -> remote scan (one command) -> make_plan -> records -> [download what the
+    local cache lacks || push each file the moment it is local] -> deletes
+
+Bytes come from the local cache so later runs and other hosts reuse them; files missing there
+are downloaded by the transfer engine (verified, resumable) into the cache, and each is pushed
+as soon as it is placed, so downloading and pushing overlap. The token stays on this machine:
+the host receives bytes only. Ordering rules are the local ones: deletes only after every
+transfer succeeded, never beyond `--max-delete`, and a dry run writes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HfsyncError, UsageError, most_severe
+from .files import REPO_TYPES, RemoteFile, check_listing, validate_repo_id
+from .hub import HubClient
+from .plan import Plan, PlanItem, PlanOptions, make_plan
+from .remote.connection import connect
+from .remote.host import RemoteHost, check_remote_dir
+from .remote.push import Pusher, PushJob, PushOutcome
+from .remote.sshcmd import parse_ssh_command
+from .remote.state import RemoteTarget, part_name
+from .targets.cache import CacheTarget
+from .transfer.jobs import FileJob, NullProgress, ProgressSink, TransferConfig, TransferReport
+
+VIA = ("push", "pull", "auto")
+
+
+class DeleteLimitError(HfsyncError):
+    """More deletions were planned than `--max-delete` allows; none were made. (The same
+    rule as orchestrate's; this layer may not import its sibling.)"""
+
+    exit_code = 1
+
+
+@dataclass
+class RemoteSyncResult:
+    """What a to-remote run did (or, for a dry run, would do)."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+    target: str
+    plan: Plan
+    dry_run: bool
+    via: str = "push"
+    download: TransferReport | None = None
+    pushed: dict[str, PushOutcome] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reconnects: int = 0
+    duration: float = 0.0
+    push_duration: float = 0.0
+    api_calls: int = 0
+
+    @property
+    def bytes_downloaded(self) -> int:
+        return self.download.bytes_transferred if self.download else 0
+
+    @property
+    def bytes_pushed(self) -> int:
+        return sum(o.bytes_sent for o in self.pushed.values())
+
+
+class _StagingSink:
+    """The download engine's ProgressSink: draws through `inner` and hands each verified,
+    placed file to the pusher the moment the engine is done with it."""
+
+    def __init__(self, inner: ProgressSink, on_done, on_fail) -> None:  # noqa: ANN001
+        self.inner = inner
+        self.on_done = on_done
+        self.on_fail = on_fail
+
+    def start(self, total_bytes: int, jobs: list[FileJob]) -> None:
+        self.inner.start(total_bytes, jobs)
+
+    def advance(self, job: FileJob, nbytes: int) -> None:
+        self.inner.advance(job, nbytes)
+
+    def file_done(self, job: FileJob, ok: bool) -> None:
+        self.inner.file_done(job, ok)
+        (self.on_done if ok else self.on_fail)(job)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def to_remote(
+    repo_id: str,
+    ssh_command: str,
+    remote_dir: str,
+    *,
+    repo_type: str = "model",
+    revision: str = "main",
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    delete: bool = False,
+    max_delete: int | None = None,
+    dry_run: bool = False,
+    checksum: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    config: TransferConfig | None = None,
+    cache_dir: Path | str | None = None,
+    via: str = "push",
+    download_progress: ProgressSink | None = None,
+    push_progress: ProgressSink | None = None,
+    streams: int = 1,
+    connect_timeout: float | None = None,
+    reconnect_backoff: float = 1.0,
+    client: HubClient | None = None,
+) -> RemoteSyncResult:
+    """Make REMOTE_DIR on the host of `ssh_command` hold exactly `repo_id`'s files."""
+    if repo_type not in REPO_TYPES:
+        raise UsageError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    if via not in VIA:
+        raise UsageError(f"--via must be one of {', '.join(VIA)}, not {via!r}")
+    if via == "pull":
+        raise UsageError("--via pull is not available yet; use --via push (or auto)")
+    validate_repo_id(repo_id)
+    check_remote_dir(remote_dir)
+    spec = parse_ssh_command(ssh_command)  # usage errors before any network
+    started = time.monotonic()
+    config = config or TransferConfig()
+    client = client or HubClient(endpoint, token, pool_size=config.connections + 4)
+    cache = CacheTarget(repo_id, repo_type, cache_dir)
+    calls_before = client.api_calls
+
+    commit = client.resolve_revision(repo_id, repo_type, revision)
+    files = cache.read_listing(commit)
+    fetched = files is None
+    if files is None:
+        files = client.list_files(repo_id, repo_type, commit)
+    check_listing(files)
+
+    conn = connect(spec, timeout=connect_timeout)
+    host = RemoteHost(conn, remote_dir)
+    target = RemoteTarget(host)
+    try:
+        if dry_run:
+            target.open_unlocked()
+            result = _plan(target, files, commit, include, exclude, delete, checksum)
+        else:
+            with target.lock():
+                host.prestart_stream()
+                result = _plan(target, files, commit, include, exclude, delete, checksum)
+                if fetched:
+                    cache.write_listing(commit, files)
+                _apply(
+                    result, target, host, cache, client, config,
+                    max_delete=max_delete,
+                    download_progress=download_progress or NullProgress(),
+                    push_progress=push_progress or NullProgress(),
+                    streams=streams,
+                    backoff=reconnect_backoff,
+                    revision=revision,
+                )  # fmt: skip
+    finally:
+        host.close()
+    result.repo_id, result.repo_type, result.revision = repo_id, repo_type, revision
+    result.via = "push"
+    result.dry_run = dry_run
+    result.notes = list(conn.notes)
+    result.duration = time.monotonic() - started
+    result.api_calls = client.api_calls - calls_before
+    return result
+
+
+def _plan(
+    target: RemoteTarget,
+    files: list[RemoteFile],
+    commit: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    delete: bool,
+    checksum: bool,
+) -> RemoteSyncResult:
+    remote = {f.path: f for f in files}
+    state = target.scan(remote, checksum=checksum, all_files=delete, commit=commit)
+    plan = make_plan(commit, files, state, PlanOptions(include, exclude, delete))
+    return RemoteSyncResult("", "", "", commit, target.description, plan, dry_run=False)
+
+
+def _apply(
+    result: RemoteSyncResult,
+    target: RemoteTarget,
+    host: RemoteHost,
+    cache: CacheTarget,
+    client: HubClient,
+    config: TransferConfig,
+    *,
+    max_delete: int | None,
+    download_progress: ProgressSink,
+    push_progress: ProgressSink,
+    streams: int,
+    backoff: float,
+    revision: str,
+) -> None:
+    plan = result.plan
+    if max_delete is not None and len(plan.deletes) > max_delete:
+        raise DeleteLimitError(
+            f"{len(plan.deletes)} files would be deleted but --max-delete is {max_delete}; "
+            "nothing was changed"
+        )
+    target.record_many([_remote(item) for item in plan.refreshes], plan.commit)
+    transfers = plan.transfers
+    if transfers:
+        push_started = time.monotonic()
+        pusher = Pusher(
+            host, plan.commit, push_progress, streams=streams, reconnect_backoff=backoff
+        )
+        parts = target.last_scan.parts
+        ready, missing = _staged(cache, plan.commit, transfers)
+        pusher.start([_remote(item) for item in transfers])
+        try:
+            for item, source in ready:
+                pusher.put(_push_job(item, source, parts))
+            if missing:
+                result.download = _download(
+                    cache, client, config, plan.commit, revision, missing, pusher, parts,
+                    download_progress,
+                )  # fmt: skip
+        finally:
+            result.pushed = pusher.finish()
+            result.reconnects = pusher.reconnects
+            result.push_duration = time.monotonic() - push_started
+        _raise_failures(result)
+    deletes = [item.path for item in plan.deletes]
+    target.delete_many(deletes)
+    result.deleted = deletes
+
+
+def _staged(
+    cache: CacheTarget, commit: str, transfers: list[PlanItem]
+) -> tuple[list[tuple[PlanItem, Path]], list[PlanItem]]:
+    """Split planned pushes into those whose bytes the local cache holds (and where) and those
+    to download first. The cache's own scan rules decide, so its trust is the sync's trust."""
+    wanted = {item.path: _remote(item) for item in transfers}
+    held = cache.scan(wanted, checksum=False, all_files=False, commit=commit)
+    ready, missing = [], []
+    for item in transfers:
+        remote = _remote(item)
+        have = held.get(item.path)
+        if have is not None and have.etag == remote.etag and have.size == remote.size:
+            if have.source is not None:
+                source = cache.storage / have.source
+            else:
+                source = cache.snapshot_path(commit, item.path)
+            ready.append((item, source))
+        else:
+            missing.append(item)
+    return ready, missing
+
+
+def _download(
+    cache: CacheTarget,
+    client: HubClient,
+    config: TransferConfig,
+    commit: str,
+    revision: str,
+    missing: list[PlanItem],
+    pusher: Pusher,
+    parts: dict[str, int],
+    progress: ProgressSink,
+) -> TransferReport:
+    from .transfer import run_transfers
+
+    by_path = {item.path: item for item in missing}
+
+    def pushed_when_done(job: FileJob) -> None:
+        pusher.put(_push_job(by_path[job.path], cache.snapshot_path(commit, job.path), parts))
+
+    def failed(job: FileJob) -> None:
+        pusher.fail(job.path, HfsyncError(f"{job.path}: download failed"))
+
+    with cache.lock():
+        jobs = [
+            cache.job(
+                _remote(item),
+                commit,
+                client.resolve_url(cache.repo_id, cache.repo_type, commit, item.path),
+            )
+            for item in missing
+        ]
+        sink = _StagingSink(progress, pushed_when_done, failed)
+        report = run_transfers(jobs, client, config, sink)
+        if not report.failures:
+            cache.finish(commit, revision)
+    for outcome in report.failures:
+        if outcome.error is not None:
+            pusher.fail(outcome.job.path, outcome.error)
+    return report
+
+
+def _push_job(item: PlanItem, source: Path, parts: dict[str, int]) -> PushJob:
+    remote = _remote(item)
+    offset = parts.get(part_name(remote), 0)
+    return PushJob(remote, source, offset=min(offset, remote.size))
+
+
+def _remote(item: PlanItem) -> RemoteFile:
+    assert item.remote is not None, "planned transfers always carry their remote file"
+    return item.remote
+
+
+def _raise_failures(result: RemoteSyncResult) -> None:
+    """One error for every failed file: the most severe kind, with a count (errors.SEVERITY)."""
+    failed = [o for o in result.pushed.values() if not o.ok]
+    if not failed:
+        return
+    errors = [o.error or HfsyncError(f"{o.path}: not pushed") for o in failed]
+    worst = most_severe(errors)
+    assert worst is not None
+    if not isinstance(worst, HfsyncError):
+        raise worst
+    if len(failed) > 1:
+        error = type(worst)(f"{len(failed)} files failed; most severe: {worst}")
+        error.exit_code = worst.exit_code
+        raise error from worst
+    raise worst
