@@ -11,8 +11,12 @@ import click
 
 from ..version import __version__
 from .cache import cache
+from .doctor import doctor
 from .info import info
+from .mirror import mirror
 from .sync import sync
+from .to_remote import to_remote
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +28,9 @@ def main() -> None:
 main.add_command(sync)
 main.add_command(info)
 main.add_command(cache)
+main.add_command(to_remote)
+main.add_command(mirror)
+main.add_command(verify)
+main.add_command(doctor)
 
 __all__ = ["main"]
