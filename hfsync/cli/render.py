@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..files import RemoteFile
-from ..plan import Action, Plan
+from ..plan import Action, Plan, PlanItem
 from ..units import human_size
 
 if TYPE_CHECKING:  # the cache machinery loads only when a cache command runs
@@ -75,6 +75,20 @@ def summary_line(plan: Plan, bytes_moved: int, duration: float, *, dry_run: bool
     return f"{files} files: {', '.join(parts)}; {human_size(bytes_moved)} in {duration:.1f} s{rate}"
 
 
+def plan_item_json(item: PlanItem) -> dict[str, Any]:
+    """One file's decision as every `--json` document shows it (sync, to-remote)."""
+    entry: dict[str, Any] = {
+        "path": item.path,
+        "action": item.action.value,
+        "reason": item.reason,
+        "size": item.size,
+    }
+    if item.remote is not None:
+        entry["etag"] = item.remote.etag
+        entry["lfs"] = item.remote.is_lfs
+    return entry
+
+
 def result_json(result: SyncResult) -> dict[str, Any]:
     """The `--json` document: plan/outcome per file and totals."""
     plan: Plan = result.plan
@@ -87,15 +101,7 @@ def result_json(result: SyncResult) -> dict[str, Any]:
                 failed.add(outcome.job.path)
     files = []
     for item in plan.items:
-        entry = {
-            "path": item.path,
-            "action": item.action.value,
-            "reason": item.reason,
-            "size": item.size,
-        }
-        if item.remote is not None:
-            entry["etag"] = item.remote.etag
-            entry["lfs"] = item.remote.is_lfs
+        entry = plan_item_json(item)
         if item.transfers and not result.dry_run:
             entry["bytes_transferred"] = transferred.get(item.path, 0)
             entry["ok"] = item.path not in failed
@@ -260,3 +266,69 @@ def prune_lines(result: PruneResult) -> list[str]:
         f"{_h(result.bytes_freed)}"
     )
     return lines
+
+
+def push_summary_line(result: Any) -> str:  # a RemoteSyncResult
+    """'12 files: 3 new, 9 unchanged; 4.1 GiB pushed in 12.3 s (340 MB/s)'."""
+    counts = result.plan.counts()
+    files = sum(counts[a.value] for a in (Action.NEW, Action.UPDATE, Action.UNCHANGED))
+    parts = [f"{counts['new']} new"]
+    if counts["update"]:
+        parts.append(f"{counts['update']} updated")
+    parts.append(f"{counts['unchanged']} unchanged")
+    if counts["delete"]:
+        parts.append(f"{counts['delete']} deleted")
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} excluded")
+    head = f"{files} files: {', '.join(parts)}"
+    if result.dry_run:
+        return f"dry run: {head}; would push {human_size(result.plan.bytes_to_transfer)}"
+    pushed, took = result.bytes_pushed, result.duration
+    rate = ""
+    if pushed and result.push_duration > 0:
+        rate = f" ({human_size(pushed / result.push_duration)}/s)"
+    text = f"{head}; {human_size(pushed)} pushed in {took:.1f} s{rate}"
+    if result.bytes_downloaded:
+        text += f"; {human_size(result.bytes_downloaded)} downloaded"
+    if result.reconnects:
+        text += f"; reconnected {result.reconnects}x"
+    return text
+
+
+def push_result_json(result: Any) -> dict[str, Any]:  # a RemoteSyncResult
+    """The `--json` document: per-file action, reason, size, bytes pushed; totals."""
+    downloaded: dict[str, int] = {}
+    if result.download:
+        for outcome in result.download.outcomes:
+            downloaded[outcome.job.path] = outcome.bytes_transferred
+    files = []
+    for item in result.plan.items:
+        entry = plan_item_json(item)
+        if item.transfers and not result.dry_run:
+            pushed = result.pushed.get(item.path)
+            entry["bytes_pushed"] = pushed.bytes_sent if pushed else 0
+            entry["bytes_downloaded"] = downloaded.get(item.path, 0)
+            entry["resumed_from"] = pushed.resumed_from if pushed else 0
+            entry["ok"] = bool(pushed and pushed.ok)
+        files.append(entry)
+    return {
+        "ok": True,
+        "repo_id": result.repo_id,
+        "repo_type": result.repo_type,
+        "revision": result.revision,
+        "commit": result.commit,
+        "target": result.target,
+        "via": result.via,
+        "dry_run": result.dry_run,
+        "counts": result.plan.counts(),
+        "bytes_planned": result.plan.bytes_to_transfer,
+        "bytes_downloaded": result.bytes_downloaded,
+        "bytes_pushed": result.bytes_pushed,
+        "deleted": result.deleted,
+        "reconnects": result.reconnects,
+        "duration_s": round(result.duration, 3),
+        "push_duration_s": round(result.push_duration, 3),
+        "api_calls": result.api_calls,
+        "notes": result.notes,
+        "files": files,
+    }

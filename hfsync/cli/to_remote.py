@@ -13,11 +13,9 @@ from typing import Any
 
 import click
 
-from ..plan import Action
 from ..transfer.jobs import NullProgress, ProgressSink
-from ..units import human_size
 from .common import handle_errors, repo_options
-from .render import plan_lines
+from .render import plan_lines, push_result_json, push_summary_line
 from .sync import plan_options, progress_sink, transfer_config, transfer_options
 
 
@@ -134,7 +132,7 @@ def to_remote(
         for note in result.notes:
             click.echo(f"hfsync: note: {note}", err=True)
     if as_json:
-        click.echo(json.dumps(result_json(result), indent=2))
+        click.echo(json.dumps(push_result_json(result), indent=2))
         return
     if quiet:
         return
@@ -142,78 +140,4 @@ def to_remote(
         click.echo(f"{repo} @ {result.commit} -> {result.target}")
         for line in plan_lines(result.plan):
             click.echo(line)
-    click.echo(summary(result))
-
-
-def summary(result: Any) -> str:
-    """'12 files: 3 new, 9 unchanged; 4.1 GiB pushed in 12.3 s (340 MB/s)'."""
-    counts = result.plan.counts()
-    files = sum(counts[a.value] for a in (Action.NEW, Action.UPDATE, Action.UNCHANGED))
-    parts = [f"{counts['new']} new"]
-    if counts["update"]:
-        parts.append(f"{counts['update']} updated")
-    parts.append(f"{counts['unchanged']} unchanged")
-    if counts["delete"]:
-        parts.append(f"{counts['delete']} deleted")
-    if counts["skipped"]:
-        parts.append(f"{counts['skipped']} excluded")
-    head = f"{files} files: {', '.join(parts)}"
-    if result.dry_run:
-        return f"dry run: {head}; would push {human_size(result.plan.bytes_to_transfer)}"
-    pushed, took = result.bytes_pushed, result.duration
-    rate = ""
-    if pushed and result.push_duration > 0:
-        rate = f" ({human_size(pushed / result.push_duration)}/s)"
-    text = f"{head}; {human_size(pushed)} pushed in {took:.1f} s{rate}"
-    if result.bytes_downloaded:
-        text += f"; {human_size(result.bytes_downloaded)} downloaded"
-    if result.reconnects:
-        text += f"; reconnected {result.reconnects}x"
-    return text
-
-
-def result_json(result: Any) -> dict[str, Any]:
-    """The `--json` document: per-file action, reason, size, bytes pushed; totals."""
-    downloaded: dict[str, int] = {}
-    if result.download:
-        for outcome in result.download.outcomes:
-            downloaded[outcome.job.path] = outcome.bytes_transferred
-    files = []
-    for item in result.plan.items:
-        entry: dict[str, Any] = {
-            "path": item.path,
-            "action": item.action.value,
-            "reason": item.reason,
-            "size": item.size,
-        }
-        if item.remote is not None:
-            entry["etag"] = item.remote.etag
-            entry["lfs"] = item.remote.is_lfs
-        if item.transfers and not result.dry_run:
-            pushed = result.pushed.get(item.path)
-            entry["bytes_pushed"] = pushed.bytes_sent if pushed else 0
-            entry["bytes_downloaded"] = downloaded.get(item.path, 0)
-            entry["resumed_from"] = pushed.resumed_from if pushed else 0
-            entry["ok"] = bool(pushed and pushed.ok)
-        files.append(entry)
-    return {
-        "ok": True,
-        "repo_id": result.repo_id,
-        "repo_type": result.repo_type,
-        "revision": result.revision,
-        "commit": result.commit,
-        "target": result.target,
-        "via": result.via,
-        "dry_run": result.dry_run,
-        "counts": result.plan.counts(),
-        "bytes_planned": result.plan.bytes_to_transfer,
-        "bytes_downloaded": result.bytes_downloaded,
-        "bytes_pushed": result.bytes_pushed,
-        "deleted": result.deleted,
-        "reconnects": result.reconnects,
-        "duration_s": round(result.duration, 3),
-        "push_duration_s": round(result.push_duration, 3),
-        "api_calls": result.api_calls,
-        "notes": result.notes,
-        "files": files,
-    }
+    click.echo(push_summary_line(result))
