@@ -24,7 +24,7 @@ from .errors import HfsyncError, UsageError, most_severe
 from .files import REPO_TYPES, RemoteFile, check_listing, validate_repo_id
 from .hub import HubClient
 from .plan import Plan, PlanItem, PlanOptions, make_plan
-from .remote.connection import connect
+from .remote.connection import SSHConnection, connect
 from .remote.host import RemoteHost, check_remote_dir
 from .remote.push import Pusher, PushJob, PushOutcome
 from .remote.sshcmd import parse_ssh_command
@@ -119,8 +119,12 @@ def to_remote(
     connect_timeout: float | None = None,
     reconnect_backoff: float = 1.0,
     client: HubClient | None = None,
+    conn: SSHConnection | None = None,
 ) -> RemoteSyncResult:
-    """Make REMOTE_DIR on the host of `ssh_command` hold exactly `repo_id`'s files."""
+    """Make REMOTE_DIR on the host of `ssh_command` hold exactly `repo_id`'s files.
+
+    `conn`: an open connection to that host to use (and close) instead of connecting, e.g.
+    the one `--via auto` probed the host with (hfsync.fleet)."""
     if repo_type not in REPO_TYPES:
         raise UsageError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
     if via not in VIA:
@@ -143,7 +147,7 @@ def to_remote(
         files = client.list_files(repo_id, repo_type, commit)
     check_listing(files)
 
-    conn = connect(spec, timeout=connect_timeout)
+    conn = conn or connect(spec, timeout=connect_timeout)
     host = RemoteHost(conn, remote_dir)
     target = RemoteTarget(host)
     try:

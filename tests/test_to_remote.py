@@ -21,7 +21,8 @@ REPO = "org/model"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(ssh_home: Path) -> Path:
+def _isolated_home(ssh_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HFSYNC_VIA", "push")  # these are the push path's tests (default: auto)
     return ssh_home
 
 
@@ -204,8 +205,8 @@ def test_remote_dir_relative_to_the_remote_home(
 def test_bad_input_is_one_line(hub: HubEmulator, repo: dict, sshd_server: SSHServer) -> None:
     bad = hfsync("to-remote", REPO, "ssh -W x:1 root@h", "/tmp/x")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
-    bad = hfsync("to-remote", REPO, sshd_server.command(), "/tmp/x", "--via", "pull")
-    assert bad.returncode == 2 and "pull" in bad.stderr
+    bad = hfsync("to-remote", REPO, sshd_server.command(), "/tmp/x", "--via", "rsync")
+    assert bad.returncode == 2 and "rsync" in bad.stderr
     refused = hfsync("to-remote", REPO, sshd_server.command(port=1), "/tmp/x")
     assert refused.returncode == 7 and "refused" in refused.stderr
     assert refused.stderr.count("\n") == 1

@@ -29,7 +29,8 @@ DEADLINE = 60.0
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(ssh_home: Path) -> Path:
+def _isolated_home(ssh_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HFSYNC_VIA", "push")  # these are the push path's tests (default: auto)
     return ssh_home
 
 

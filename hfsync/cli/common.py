@@ -27,9 +27,16 @@ from ..files import REPO_TYPES
 from .render import printable
 
 
-def fail(message: str, code: int, *, kind: str, as_json: bool = False) -> None:
-    """Print one error line (and, for --json, one error document) and exit with `code`."""
-    if as_json:
+def fail(
+    message: str, code: int, *, kind: str, as_json: bool = False, json_lines: bool = False
+) -> None:
+    """Print one error line (and, for --json, one error document; for --progress-json, one
+    error event line) and exit with `code`."""
+    if json_lines:
+        from .progress_json import error_line
+
+        click.echo(error_line(kind, message, code))
+    elif as_json:
         doc = {"ok": False, "error": {"kind": kind, "message": message, "exit_code": code}}
         click.echo(json.dumps(doc, indent=2))
     # One line, whatever a local file or folder name in the message contains.
@@ -37,7 +44,18 @@ def fail(message: str, code: int, *, kind: str, as_json: bool = False) -> None:
     sys.exit(code)
 
 
+# A token that reached the process by another way than an option (`sync --token-stdin`):
+# error text is scrubbed of it too.
+_secrets: list[str] = []
+
+
+def remember_secret(token: str) -> None:
+    _secrets.append(token)
+
+
 def _token_for_redaction(kwargs: dict[str, Any]) -> str | None:
+    if _secrets:
+        return _secrets[-1]
     try:
         return resolve_token(kwargs.get("token"))
     except Exception:  # noqa: BLE001 - a broken token source must not hide the real error
@@ -51,6 +69,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = kwargs.get("debug", False)
         as_json = kwargs.get("as_json", False)
+        lines = {"json_lines": bool(kwargs.get("progress_json"))}
         previous = _interrupt_on_sigterm()
         try:
             return func(*args, **kwargs)
@@ -58,9 +77,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             token = _token_for_redaction(kwargs)
             if debug:
                 _print_traceback(token)
-            fail(redact(str(exc), token), exc.exit_code, kind=type(exc).__name__, as_json=as_json)
+            message = redact(str(exc), token)
+            fail(message, exc.exit_code, kind=type(exc).__name__, as_json=as_json, **lines)
         except KeyboardInterrupt:
-            fail(INTERRUPTED_MESSAGE, 130, kind="Interrupted", as_json=as_json)
+            fail(INTERRUPTED_MESSAGE, 130, kind="Interrupted", as_json=as_json, **lines)
         except (click.exceptions.Exit, click.exceptions.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
@@ -68,7 +88,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 _print_traceback(token)
             message = redact(f"unexpected {type(exc).__name__}: {exc}", token)
-            fail(message, 1, kind="UnexpectedError", as_json=as_json)
+            fail(message, 1, kind="UnexpectedError", as_json=as_json, **lines)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -11,7 +11,8 @@ from ..defaults import DEFAULT_CHUNK_TEXT, DEFAULT_CONNECTIONS
 from ..errors import UsageError
 from ..transfer.jobs import NullProgress, ProgressSink, TransferConfig
 from ..units import parse_size
-from .common import handle_errors, repo_options
+from .common import handle_errors, remember_secret, repo_options
+from .progress_json import JsonLinesProgress, read_token_line, stop_on_stdin_eof
 from .render import plan_lines, result_json, summary_line
 
 
@@ -96,6 +97,21 @@ def progress_sink(enabled: bool) -> ProgressSink:
 @click.option(
     "--cache", "use_cache", is_flag=True, help="Fill the HF cache (the default without DEST)."
 )
+@click.option(
+    "--progress-json",
+    is_flag=True,
+    help="Write progress and the result as JSON lines on stdout (what a remote pull reads).",
+)
+@click.option(
+    "--token-stdin",
+    is_flag=True,
+    help="Read the token from the first line of stdin (never argv, environment or disk).",
+)
+@click.option(
+    "--exit-on-stdin-eof",
+    is_flag=True,
+    help="Stop (as Ctrl-C does: exit 130, partial downloads kept) when stdin ends.",
+)
 @handle_errors
 def sync(
     repo: str,
@@ -118,6 +134,9 @@ def sync(
     bwlimit: str | None,
     cache_dir: Path | None,
     use_cache: bool,
+    progress_json: bool,
+    token_stdin: bool,
+    exit_on_stdin_eof: bool,
 ) -> None:
     """Make DEST hold exactly REPO's files at --revision, fetching only what changed.
 
@@ -128,7 +147,16 @@ def sync(
     config = transfer_config(connections, chunk_size, bwlimit)
     if dest is not None and (cache_dir is not None or use_cache):
         raise UsageError("give either DEST or --cache/--cache-dir, not both")
-    progress = progress_sink(not (quiet or as_json or dry_run))
+    if token_stdin:
+        if token:
+            raise UsageError("give either --token or --token-stdin, not both")
+        token = read_token_line()
+        if token:
+            remember_secret(token)
+    if exit_on_stdin_eof:
+        stop_on_stdin_eof()
+    lines = JsonLinesProgress() if progress_json else None
+    progress = lines or progress_sink(not (quiet or as_json or dry_run))
     try:
         result = run_sync(
             repo,
@@ -149,6 +177,9 @@ def sync(
         )
     finally:
         progress.close()
+    if lines is not None:
+        lines.result(result_json(result))
+        return
     if as_json:
         click.echo(json.dumps(result_json(result), indent=2))
         return

@@ -55,8 +55,29 @@ def _on_sigterm(signum: int, frame: Any) -> None:  # noqa: ARG001
     type=click.Choice(["push", "pull", "auto"]),
     default="auto",
     show_default=True,
-    help="push: bytes go from here over SSH; pull: the host downloads itself (not yet); "
-    "auto: push until pull exists.",
+    envvar="HFSYNC_VIA",
+    show_envvar=True,
+    help="push: bytes go from here over SSH; pull: the host runs hfsync and downloads from "
+    "the Hub itself (token over the channel's stdin); auto: pull when the host can, else push.",
+)
+@click.option(
+    "--host",
+    "extra_hosts",
+    multiple=True,
+    metavar="'SSH COMMAND'",
+    help="Another host that gets REMOTE_DIR too (repeatable).",
+)
+@click.option(
+    "--hosts-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="More hosts: one ssh command per line, # comments.",
+)
+@click.option(
+    "--parallel-hosts",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Hosts at a time (default: all, at most 8).",
 )
 @click.option(
     "--connect-timeout",
@@ -88,6 +109,9 @@ def to_remote(
     cache_dir: Path | None,
     via: str,
     connect_timeout: float | None,
+    extra_hosts: tuple[str, ...],
+    hosts_file: Path | None,
+    parallel_hosts: int | None,
 ) -> None:
     """Make REMOTE_DIR on the SSH host hold exactly REPO's files, pushing only what changed.
 
@@ -95,44 +119,52 @@ def to_remote(
     'ssh -p 41234 root@1.2.3.4'. REMOTE_DIR is absolute, ~/..., or relative to the remote
     home. The remote folder ends up as `hfsync sync` or `hf download --local-dir` would make
     it, metadata included. Bytes are staged in the local HF cache (--cache-dir).
+
+    With --via pull (or auto, when the host has python3 and reaches the endpoint) the host
+    runs this same hfsync and downloads from the Hub itself. --host / --hosts-file add hosts:
+    each gets REMOTE_DIR, --parallel-hosts at a time; the exit code is the most severe.
     """
-    from ..remote_sync import to_remote as run
+    from ..fleet import RunOptions, Sinks, check_options, read_hosts_file, sync_host
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     config = transfer_config(connections, chunk_size, bwlimit)
+    opts = RunOptions(
+        repo, remote_dir, repo_type=repo_type, revision=revision, include=include,
+        exclude=exclude, delete=delete, max_delete=max_delete, dry_run=dry_run,
+        checksum=checksum, token=token, endpoint=endpoint, config=config,
+        cache_dir=cache_dir, via=via, connect_timeout=connect_timeout,
+    )  # fmt: skip
+    hosts = [ssh_command, *extra_hosts]
+    if hosts_file is not None:
+        hosts += read_hosts_file(hosts_file)
+    check_options(opts)
+    if len(hosts) > 1:
+        _many_hosts(opts, hosts, parallel_hosts, quiet=quiet, as_json=as_json)
+        return
     bars = not (quiet or as_json or dry_run)
-    download_progress = _labelled_sink(bars, "download")
-    push_progress = _labelled_sink(bars, "push")
+    sinks = Sinks(
+        pull=_labelled_sink(bars, "pull"),
+        download=_labelled_sink(bars, "download"),
+        push=_labelled_sink(bars, "push"),
+    )
     try:
-        result = run(
-            repo,
-            ssh_command,
-            remote_dir,
-            repo_type=repo_type,
-            revision=revision,
-            include=include,
-            exclude=exclude,
-            delete=delete,
-            max_delete=max_delete,
-            dry_run=dry_run,
-            checksum=checksum,
-            token=token,
-            endpoint=endpoint,
-            config=config,
-            cache_dir=cache_dir,
-            via=via,
-            download_progress=download_progress,
-            push_progress=push_progress,
-            connect_timeout=connect_timeout,
-        )
+        outcome = sync_host(opts, ssh_command, sinks=sinks)
     finally:
-        download_progress.close()
-        push_progress.close()
+        for sink in (sinks.pull, sinks.download, sinks.push):
+            sink.close()
+    result = outcome.result
     if not quiet and not as_json:
+        if via == "auto":
+            click.echo(f"hfsync: via {outcome.via}: {outcome.via_reason}", err=True)
         for note in result.notes:
             click.echo(f"hfsync: note: {note}", err=True)
+    if outcome.via == "pull":
+        _pull_output(result, repo, quiet=quiet, as_json=as_json, dry_run=dry_run)
+        return
     if as_json:
-        click.echo(json.dumps(push_result_json(result), indent=2))
+        doc = push_result_json(result)
+        doc["via_reason"] = outcome.via_reason
+        click.echo(json.dumps(doc, indent=2))
         return
     if quiet:
         return
@@ -141,3 +173,57 @@ def to_remote(
         for line in plan_lines(result.plan):
             click.echo(line)
     click.echo(push_summary_line(result))
+
+
+def _pull_output(result: Any, repo: str, *, quiet: bool, as_json: bool, dry_run: bool) -> None:
+    from .render_remote import pull_json, pull_plan_lines, pull_summary_line
+
+    if as_json:
+        click.echo(json.dumps(pull_json(result), indent=2))
+        return
+    if quiet:
+        return
+    if dry_run:
+        click.echo(f"{repo} @ {result.doc.get('commit')} -> {result.target}")
+        for line in pull_plan_lines(result.doc):
+            click.echo(line)
+    click.echo(pull_summary_line(result))
+
+
+def _many_hosts(
+    opts: Any, hosts: list[str], parallel: int | None, *, quiet: bool, as_json: bool
+) -> None:
+    """Every host at once (bounded): one line per host, the table, the most severe exit."""
+    from ..fleet import Sinks, sync_hosts
+    from .render_remote import HostBars, fleet_json, fleet_table, host_line
+
+    bars = HostBars(len(hosts))
+    drawing = bars.enabled and not (quiet or as_json or opts.dry_run)
+
+    def sinks(index: int, label: str) -> Sinks:
+        if not drawing:
+            return Sinks()
+        sink = bars.sink(index, label)
+        return Sinks(pull=sink, push=sink)
+
+    def done(index: int, out: Any) -> None:
+        if not drawing and not quiet and not as_json:
+            click.echo(host_line(out), err=True)
+
+    try:
+        fleet = sync_hosts(opts, hosts, parallel=parallel, sinks=sinks, on_host_done=done)
+    finally:
+        bars.close()
+    code = fleet.exit_code
+    if as_json:
+        click.echo(json.dumps(fleet_json(fleet), indent=2))
+    elif not quiet or code:
+        for line in fleet_table(fleet):
+            click.echo(line, err=bool(quiet))
+    if code:
+        failed = [h for h in fleet.hosts if h.exit_code]
+        click.echo(
+            f"hfsync: error: {len(failed)} of {len(hosts)} hosts failed (most severe: exit {code})",
+            err=True,
+        )
+        raise SystemExit(code)
