@@ -168,3 +168,28 @@ def cache_dir_option(func: Callable[..., Any], help_text: str | None = None) -> 
         default=None,
         help=help_text or "HF cache folder (default: HF_HUB_CACHE, then $HF_HOME/hub).",
     )(func)
+
+
+def echo_outcome(
+    doc: Callable[[], dict[str, Any]],
+    *,
+    as_json: bool,
+    quiet: bool,
+    dry_run: bool,
+    header: str,
+    plan: Callable[[], list[str]],
+    summary: Callable[[], str],
+) -> None:
+    """How every sync-like command ends: one JSON document, or nothing (`--quiet`), or (for a
+    dry run) the header and one line per planned file, then the one-line summary. Callables,
+    so only the form asked for is rendered."""
+    if as_json:
+        click.echo(json.dumps(doc(), indent=2))
+        return
+    if quiet:
+        return
+    if dry_run:
+        click.echo(header)
+        for line in plan():
+            click.echo(line)
+    click.echo(summary())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -11,7 +10,7 @@ from ..defaults import DEFAULT_CHUNK_TEXT, DEFAULT_CONNECTIONS
 from ..errors import UsageError
 from ..transfer.jobs import NullProgress, ProgressSink, TransferConfig
 from ..units import parse_size
-from .common import handle_errors, remember_secret, repo_options
+from .common import echo_outcome, handle_errors, remember_secret, repo_options
 from .progress_json import JsonLinesProgress, read_token_line, stop_on_stdin_eof
 from .render import plan_lines, result_json, summary_line
 
@@ -180,14 +179,14 @@ def sync(
     if lines is not None:
         lines.result(result_json(result))
         return
-    if as_json:
-        click.echo(json.dumps(result_json(result), indent=2))
-        return
-    if quiet:
-        return
-    if dry_run:
-        click.echo(f"{repo} @ {result.commit} -> {result.target}")
-        for line in plan_lines(result.plan):
-            click.echo(line)
-    moved, took = result.bytes_transferred, result.duration
-    click.echo(summary_line(result.plan, moved, took, dry_run=dry_run))
+    echo_outcome(
+        lambda: result_json(result),
+        as_json=as_json,
+        quiet=quiet,
+        dry_run=dry_run,
+        header=f"{repo} @ {result.commit} -> {result.target}",
+        plan=lambda: plan_lines(result.plan),
+        summary=lambda: summary_line(
+            result.plan, result.bytes_transferred, result.duration, dry_run=dry_run
+        ),
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..transfer.jobs import NullProgress, ProgressSink
-from .common import handle_errors, repo_options
+from .common import echo_outcome, handle_errors, repo_options
 from .render import plan_lines, push_result_json, push_summary_line
 from .sync import plan_options, progress_sink, transfer_config, transfer_options
 
@@ -161,33 +161,29 @@ def to_remote(
     if outcome.via == "pull":
         _pull_output(result, repo, quiet=quiet, as_json=as_json, dry_run=dry_run)
         return
-    if as_json:
-        doc = push_result_json(result)
-        doc["via_reason"] = outcome.via_reason
-        click.echo(json.dumps(doc, indent=2))
-        return
-    if quiet:
-        return
-    if dry_run:
-        click.echo(f"{repo} @ {result.commit} -> {result.target}")
-        for line in plan_lines(result.plan):
-            click.echo(line)
-    click.echo(push_summary_line(result))
+    echo_outcome(
+        lambda: {**push_result_json(result), "via_reason": outcome.via_reason},
+        as_json=as_json,
+        quiet=quiet,
+        dry_run=dry_run,
+        header=f"{repo} @ {result.commit} -> {result.target}",
+        plan=lambda: plan_lines(result.plan),
+        summary=lambda: push_summary_line(result),
+    )
 
 
 def _pull_output(result: Any, repo: str, *, quiet: bool, as_json: bool, dry_run: bool) -> None:
     from .render_remote import pull_json, pull_plan_lines, pull_summary_line
 
-    if as_json:
-        click.echo(json.dumps(pull_json(result), indent=2))
-        return
-    if quiet:
-        return
-    if dry_run:
-        click.echo(f"{repo} @ {result.doc.get('commit')} -> {result.target}")
-        for line in pull_plan_lines(result.doc):
-            click.echo(line)
-    click.echo(pull_summary_line(result))
+    echo_outcome(
+        lambda: pull_json(result),
+        as_json=as_json,
+        quiet=quiet,
+        dry_run=dry_run,
+        header=f"{repo} @ {result.doc.get('commit')} -> {result.target}",
+        plan=lambda: pull_plan_lines(result.doc),
+        summary=lambda: pull_summary_line(result),
+    )
 
 
 def _many_hosts(
