@@ -38,6 +38,8 @@ class TCPProxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._cut_at: int | None = None  # absolute bytes_up at which to cut
         self._stop = threading.Event()
+        self._flowing = threading.Event()  # cleared by pause(): upstream bytes are held back
+        self._flowing.set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.host, self.port = self._listener.getsockname()[:2]
@@ -64,8 +66,17 @@ class TCPProxy:
         with self._lock:
             self._cut_at = self.bytes_up + n
 
+    def pause(self) -> None:
+        """Hold every upstream byte until resume(): a run stays mid-transfer (and keeps its
+        locks) for as long as the test needs, however slow the machine is."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._flowing.set()
         self.cut()
         self._listener.close()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -120,6 +131,8 @@ class TCPProxy:
                     else:
                         self.bytes_down += len(data)
                 if data:
+                    if up:
+                        self._flowing.wait()
                     if up and self.rate:
                         self._throttle()
                     dst.sendall(data)

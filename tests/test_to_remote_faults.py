@@ -138,11 +138,13 @@ def test_a_second_run_on_the_same_remote_folder_exits_8_naming_the_holder(
         first = start("to-remote", REPO, via_proxy(sshd_server, proxy, tmp_path), dest)
         try:
             wait_for(lambda: not lock_is_free(dest), "the first run to take the lock")
+            proxy.pause()  # the first run stays mid-push, holding the lock, until released
             second = hfsync("to-remote", REPO, sshd_server.command(), dest)
             assert second.returncode == 8, second.stderr
             assert f"local {os.uname().nodename} pid {first.pid}" in second.stderr
             assert "remote pid" in second.stderr
         finally:
+            proxy.resume()
             first.kill()
             first.communicate()
     wait_for(lambda: lock_is_free(dest), "the killed run's lock to be released")
