@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import requests
-
 from ..errors import DiskError
 from ..gate import OriginGate
 from .fetch import Source
@@ -26,6 +24,7 @@ from .journal import Journal
 from .partfile import PartFile, disk_error
 from .ranges import RangeSet, split
 from .verify import PrefixHasher
+from .wire import DataClient
 
 WRITEBACK_STEP = 16 * 1024 * 1024  # verified bytes handed to the disk at a time
 _SYNC_FILE_RANGE_WRITE = 2  # start write-out of dirty pages, do not wait for it
@@ -100,7 +99,7 @@ class FileDownload:
         self,
         job: FileJob,
         index: int,
-        session: requests.Session,
+        session: DataClient,
         verify: bool,
         chunk_size: int,
         gate: OriginGate | None = None,
@@ -110,7 +109,9 @@ class FileDownload:
         self.index = index
         self.size = job.size
         self.verify = verify
-        self.source = Source(session, job.url, job.path, job.size, gate, stop)
+        self.source = Source(
+            session, job.url, job.path, job.size, gate, stop, cached_url=job.cached_url
+        )
         self.part = PartFile(job.part_path, job.size)
         self.journal = Journal(job.part_path, job.size, job.etag, enabled=job.size > chunk_size)
         self.cond = threading.Condition()
@@ -263,6 +264,34 @@ class FileDownload:
             self.journal.record(start, end)
         except OSError as exc:
             raise disk_error(exc, self.journal.path, "write the resume journal") from exc
+
+    def hash_inline(self, data: memoryview, offset: int) -> None:
+        """Hash `data`, just written at `offset`, from the worker's own buffer when it is exactly
+        where the hasher stands and nobody drives the hasher: those bytes are never read back
+        from disk (one copy and a pass over memory saved; hashlib releases the GIL meanwhile).
+
+        Bytes hashed here may lie past the recorded prefix; `drive_hasher` starts from
+        `hasher.offset`, so they are hashed exactly once, and every byte is still hashed
+        before the file is placed. The caller will call `complete` (which drives the hasher
+        over whatever others finished meanwhile) when its task ends.
+        """
+        with self.cond:
+            hasher = self.hasher
+            if (
+                self.hashing
+                or hasher.offset != offset
+                or not hasher.enabled
+                or self.streaming
+                or self.ended
+            ):
+                return
+            self.hashing = True
+        try:
+            hasher.update(data)
+            self.write_back(hasher.offset)
+        finally:
+            with self.cond:
+                self.hashing = False
 
     def drive_hasher(self, buf: memoryview, stop: threading.Event) -> bool:
         """Hash the contiguous finished prefix; True when all of the file is hashed.

@@ -1,8 +1,9 @@
 """The executor: every chunk of every file through one pool of worker threads.
 
-Each worker holds (at most) one keep-alive connection from the session's pool and loops: take
-the next task, fetch its range with retries, write it with `pwrite`, journal it, and -- if it
-extended the file's finished prefix and nobody else is hashing that file -- hash the prefix.
+Each worker owns its keep-alive connections (`wire`, one per origin) and loops: take the next
+task, fetch its range with retries, write it with `pwrite` (a buffer that lands where the
+file's hasher stands is hashed right from memory), journal it, and -- if it extended the file's
+finished prefix and nobody else is hashing that file -- hash the rest of the prefix from disk.
 Whoever hashes the last byte verifies, fsyncs and hands the file to the target (`finalize`),
 so files land as soon as they are complete. Small files are queued first so configs and
 tokenizers arrive before the big weights.
@@ -18,20 +19,20 @@ import threading
 import time
 from collections.abc import Iterable
 
-import requests
-
+from .. import env, httplog
 from ..auth import redact
-from ..defaults import INTERRUPTED_MESSAGE
+from ..defaults import INTERRUPTED_MESSAGE, origin
 from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
 from ..hub import HubClient
 from ..units import human_size
 from .download import Abandon, FileDownload, Task
-from .fetch import READ_ERRORS, BodyReader, Expired, Retryable, Timeouts, parse_content_range
+from .fetch import READ_ERRORS, Expired, Retryable, Timeouts, parse_content_range
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
 from .partfile import disk_error
 from .ratelimit import TokenBucket
 from .space import allocated_bytes, check_free_space
 from .verify import PrefixHasher
+from .wire import DataClient, Response
 
 MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
 READ_SIZE = 1024 * 1024  # per read: large enough that per-call overhead is noise
@@ -148,13 +149,26 @@ class _Engine:
         self._remaining = 0
         self._all_done = threading.Event()
         self._interrupted = False
-        self._readers: dict[int, tuple[FileDownload, BodyReader]] = {}
+        self._readers: dict[int, tuple[FileDownload, Response]] = {}
 
     # -- orchestration ----------------------------------------------------------------------
 
     def run(self) -> TransferReport:
+        client = self.client
+        session = DataClient(
+            client.session,
+            origin(client.endpoint),
+            client.token,
+            env.ca_bundle(),
+            on_response=httplog.log_request if httplog.enabled() else None,
+        )
+        try:
+            return self._run_all(session)
+        finally:
+            session.close()  # every worker's keep-alive connections
+
+    def _run_all(self, session: DataClient) -> TransferReport:
         files: list[FileDownload] = []
-        session: requests.Session = self.client.session
         for index, job in enumerate(self.jobs):
             if job.size > MAX_HTTP_SIZE:
                 self.outcomes[index] = FileOutcome(
@@ -317,9 +331,7 @@ class _Engine:
             raise
         return True
 
-    def _read_partial(
-        self, task: Task, response: requests.Response, buf: memoryview
-    ) -> Retryable | None:
+    def _read_partial(self, task: Task, response: Response, buf: memoryview) -> Retryable | None:
         """Write a 206 body at its offset, advancing `task.pos`; the error that cut it short."""
         f = task.file
         pos = task.pos
@@ -333,7 +345,7 @@ class _Engine:
             response.close()
             raise IntegrityError(f"{f.job.path}: the server has {total} bytes, expected {f.size}")
         end = min(last + 1, task.end)
-        reader = BodyReader(response)
+        reader = response
         complete = False
         with f.writing():
             self._register(f, reader)
@@ -351,6 +363,7 @@ class _Engine:
                         return Retryable("connection closed before the end of the range")
                     self._throttle(n)
                     f.write(view[:n], task.pos)
+                    f.hash_inline(view[:n], task.pos)
                     task.pos += n
                     self._advance(f, n)
                 complete = end == last + 1
@@ -359,7 +372,7 @@ class _Engine:
                 self._unregister()
                 reader.finish(complete)
 
-    def _stream(self, task: Task, response: requests.Response, buf: memoryview) -> None:
+    def _stream(self, task: Task, response: Response, buf: memoryview) -> None:
         """The server ignored Range: fetch the whole file as one stream from byte 0."""
         f = task.file
         generation = f.claim_stream()
@@ -392,9 +405,7 @@ class _Engine:
                 attempts.failed(error)
             response = self._reopen_stream(task, attempts)
 
-    def _open(
-        self, task: Task, attempts: _Attempts, start: int, end: int | None
-    ) -> requests.Response:
+    def _open(self, task: Task, attempts: _Attempts, start: int, end: int | None) -> Response:
         """GET `[start, end)` of the task's file, through transient failures and expired URLs."""
         while True:
             self._check(task)
@@ -405,7 +416,7 @@ class _Engine:
             except Retryable as exc:
                 attempts.failed(exc)
 
-    def _reopen_stream(self, task: Task, attempts: _Attempts) -> requests.Response:
+    def _reopen_stream(self, task: Task, attempts: _Attempts) -> Response:
         while True:
             response = self._open(task, attempts, 0, None)
             parsed = parse_content_range(response.headers.get("Content-Range"))
@@ -415,7 +426,7 @@ class _Engine:
             attempts.failed(Retryable("unexpected partial response to a full GET"))
 
     def _read_stream(
-        self, task: Task, response: requests.Response, buf: memoryview
+        self, task: Task, response: Response, buf: memoryview
     ) -> tuple[PrefixHasher, Retryable | None]:
         f = task.file
         hasher = PrefixHasher(f.job.etag, f.size, self.config.verify)
@@ -423,7 +434,7 @@ class _Engine:
         if response.status_code == 200 and length and length.isdigit() and int(length) != f.size:
             response.close()
             raise IntegrityError(f"{f.job.path}: the server has {length} bytes, expected {f.size}")
-        reader = BodyReader(response)
+        reader = response
         complete = False
         with f.writing():
             self._register(f, reader)
@@ -490,7 +501,7 @@ class _Engine:
         if self.bucket is not None:
             self.bucket.consume(nbytes, self.stop.wait)
 
-    def _register(self, f: FileDownload, reader: BodyReader) -> None:
+    def _register(self, f: FileDownload, reader: Response) -> None:
         with self._lock:
             self._readers[threading.get_ident()] = (f, reader)
 

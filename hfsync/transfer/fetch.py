@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 import threading
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -25,14 +24,17 @@ import urllib3.exceptions
 from ..defaults import origin
 from ..errors import HfsyncError, IntegrityError
 from ..gate import OriginGate
-from ..hub import NOT_RETRYABLE, SERVER_PACED, hub_error, not_retryable
-from ..retry import RETRYABLE_STATUS, describe, server_wait
+from ..hub import SERVER_PACED, hub_error, not_retryable
+from ..retry import RETRYABLE_STATUS, server_wait
+from .wire import BodyReader, DataClient, Response, WireError
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOPS = 10
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
 # What a failing socket read can raise, through http.client or urllib3.
+__all__ = ["READ_ERRORS", "BodyReader", "Expired", "Retryable", "Source", "Timeouts"]
+
 READ_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     http.client.HTTPException,
@@ -82,12 +84,13 @@ class Source:
 
     def __init__(
         self,
-        session: requests.Session,
+        session: DataClient,
         url: str,
         what: str,
         size: int,
         gate: OriginGate | None = None,
         stop: threading.Event | None = None,
+        cached_url: str | None = None,
     ) -> None:
         self.session = session
         self.gate = gate or OriginGate()
@@ -98,9 +101,11 @@ class Source:
         self.resolves = 0
         # (data URL, whether a 403 from it means "signature expired"), set once resolved
         self._cached: tuple[str, bool] | None = None
+        if cached_url:  # resolved by someone else (a fleet's driver): a 403 re-resolves
+            self._cached = (cached_url, True)
         self._lock = threading.Lock()
 
-    def open(self, start: int, end: int | None, timeouts: Timeouts) -> requests.Response:
+    def open(self, start: int, end: int | None, timeouts: Timeouts) -> Response:
         """GET bytes `[start, end)` (no Range header when `end` is None and `start` is 0).
 
         Returns a streaming response with status 200 or 206; the caller checks which.
@@ -116,9 +121,9 @@ class Source:
                 cached = self._cached
                 assert cached is not None
         url, expirable = cached
-        response = self._get(url, headers, timeouts, allow_redirects=True)
+        response = self._follow(url, headers, timeouts)
         if response.status_code == 403 and expirable:
-            _discard(response)
+            response.drain()
             raise Expired(url)
         return self._check(response)
 
@@ -128,7 +133,7 @@ class Source:
             if self._cached is not None and self._cached[0] == url:
                 self._cached = None
 
-    def _resolve(self, headers: dict, timeouts: Timeouts) -> requests.Response | None:
+    def _resolve(self, headers: dict, timeouts: Timeouts) -> Response | None:
         """GET the /resolve URL without following foreign redirects; caller holds the lock.
 
         Returns the response when it carries the body, None when a CDN URL was cached instead.
@@ -136,14 +141,14 @@ class Source:
         with self.gate.resolve_slot(self.url):
             return self._resolve_hops(headers, timeouts)
 
-    def _resolve_hops(self, headers: dict, timeouts: Timeouts) -> requests.Response | None:
+    def _resolve_hops(self, headers: dict, timeouts: Timeouts) -> Response | None:
         url = self.url
         for _ in range(_MAX_HOPS):
             self.resolves += 1
-            response = self._get(url, headers, timeouts, allow_redirects=False)
+            response = self._get(url, headers, timeouts)
             location = response.headers.get("Location")
             if response.status_code in _REDIRECTS and location:
-                _discard(response)
+                response.drain()
                 target = urljoin(url, location)
                 linked = response.headers.get("X-Linked-Size")
                 if linked and linked.isdigit() and int(linked) != self.size:
@@ -160,29 +165,33 @@ class Source:
             return response
         raise HfsyncError(f"{self.what}: too many redirects from {self.url}")
 
-    def _get(
-        self, url: str, headers: dict, timeouts: Timeouts, *, allow_redirects: bool
-    ) -> requests.Response:
+    def _follow(self, url: str, headers: dict, timeouts: Timeouts) -> Response:
+        """GET `url`, following redirects (a CDN may redirect again); auth never leaves the
+        Hub's origin (`wire.DataClient` decides per request)."""
+        for _ in range(_MAX_HOPS):
+            response = self._get(url, headers, timeouts)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            response.drain()
+            url = urljoin(url, location)
+        raise HfsyncError(f"{self.what}: too many redirects from {self.url}")
+
+    def _get(self, url: str, headers: dict, timeouts: Timeouts) -> Response:
         if not self.gate.wait(url, self.stop):
             raise Retryable("stopping")
         try:
-            return self.session.get(
-                url,
-                headers=headers,
-                stream=True,
-                allow_redirects=allow_redirects,
-                timeout=(timeouts.connect, timeouts.read),
-            )
-        except NOT_RETRYABLE as exc:
+            return self.session.get(url, headers, (timeouts.connect, timeouts.read))
+        except ValueError as exc:  # a redirect to ftp://, a bad port: no retry fixes it
             raise not_retryable(exc, self.what, None) from None
-        except requests.RequestException as exc:
-            raise Retryable(describe(exc)) from exc
+        except WireError as exc:
+            raise Retryable(str(exc)[:200]) from exc
 
-    def _check(self, response: requests.Response) -> requests.Response:
+    def _check(self, response: Response) -> Response:
         status = response.status_code
         if status in (200, 206):
             return response
-        _discard(response)
+        response.drain()
         if status in RETRYABLE_STATUS:
             wait = server_wait(response.headers) if status in SERVER_PACED else None
             if wait is not None:
@@ -199,75 +208,3 @@ class Source:
 
 def _range(start: int, end: int | None) -> str:
     return f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-
-
-def _discard(response: requests.Response) -> None:
-    """Drop a response whose body we do not want (small bodies are drained to keep the conn)."""
-    try:
-        length = int(response.headers.get("Content-Length", "-1"))
-        if 0 <= length <= 64 * 1024:
-            response.content  # noqa: B018 - drain so the connection returns to the pool
-    except Exception:  # noqa: BLE001 - a broken error body must not mask the status
-        pass
-    response.close()
-
-
-class BodyReader:
-    """Reads a streaming response body into a caller's buffer with one copy, no allocations.
-
-    `http.client.HTTPResponse.readinto` fills the buffer straight from the socket; urllib3's own
-    `read()` would allocate and copy each MiB several times.
-    """
-
-    def __init__(self, response: requests.Response) -> None:
-        self.response = response
-        raw = response.raw
-        fp = getattr(raw, "_fp", None)
-        self._fp = fp if fp is not None and hasattr(fp, "readinto") else None
-
-    def readinto(self, buf: memoryview) -> int:
-        if self._fp is not None:
-            return self._fp.readinto(buf)
-        data = self.response.raw.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def finish(self, complete: bool) -> None:
-        """Return the connection to the pool when the body was read to its end, else close it."""
-        fp = self._fp
-        if complete and fp is not None and fp.isclosed():
-            self.response.raw.release_conn()
-            self.response._content_consumed = True  # noqa: SLF001 - so close() keeps the conn
-        self.response.close()
-
-    def abort(self) -> None:
-        """Unblock a read in another thread (stop, or the file switched mode).
-
-        `HTTPResponse.shutdown()` exists only from urllib3 2.3; with an older urllib3 the
-        socket under the response is shut down directly, so a stop never waits out a read
-        timeout whichever urllib3 is installed.
-        """
-        raw = self.response.raw
-        shutdown = getattr(raw, "shutdown", None)
-        if shutdown is not None:
-            try:
-                shutdown()
-                return
-            except Exception:  # noqa: BLE001 - released/closed, or not implemented: fall back
-                pass
-        sock = _socket_of(raw)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass  # already closed: nothing to unblock
-
-
-def _socket_of(raw: object) -> socket.socket | None:
-    """The socket a urllib3 response reads from: its connection's, or its http.client file's."""
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    if isinstance(sock, socket.socket):
-        return sock
-    fp = getattr(getattr(raw, "_fp", None), "fp", None)  # http.client's socket file
-    sock = getattr(getattr(fp, "raw", None), "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None

@@ -23,6 +23,9 @@ class FileJob:
     `part_path` is where the target wants the bytes staged (same filesystem as the final path);
     a resume journal lives beside it. `finalize(part_path)` is called once the file is complete
     and verified; the target moves it into place atomically and records metadata.
+    `cached_url` is a data URL someone already resolved `url` to (a fleet's driving machine
+    resolves each file once for every host, docs/scale-out.md): the first chunk goes there
+    directly, and a 403 from it re-resolves `url`, as for an expired signed URL.
     """
 
     path: str
@@ -31,6 +34,7 @@ class FileJob:
     url: str
     part_path: Path
     finalize: Callable[[Path], None]
+    cached_url: str | None = None
 
 
 @dataclass

@@ -114,6 +114,8 @@ class Journal:
     def remove(self) -> None:
         """Delete the journal (the file was finalized or discarded)."""
         self.close()
+        if not self.enabled:
+            return  # never written (a small file): no unlink per file
         try:
             self.path.unlink()
         except FileNotFoundError:

@@ -44,10 +44,13 @@ class PartFile:
         if self.fd is not None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             # 0o666 & ~umask: the final file gets the mode a plain open() gives, as the official
             # client's files do (a group-shared umask 002 keeps them group-writable).
-            self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # the folder first (not per file: thousands share one)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             current = os.fstat(self.fd).st_size
             if fresh and current:
                 os.ftruncate(self.fd, 0)
