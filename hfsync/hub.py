@@ -1,21 +1,23 @@
 """Hub API client: resolve a revision to a commit, list a commit's files, build resolve URLs.
 
-One pooled `requests.Session` serves every call (API and downloads), so keep-alive connections
-are reused. The token is sent only to the Hub endpoint's own origin: redirects to the CDN (or
-anywhere else) never carry it (docs/architecture.md, "Hub protocol").
+One pooled `requests.Session` (`hub_session`, built on first use) serves the downloads and
+every API call that needs it, so keep-alive connections are reused; plain API GETs take one
+`http.client` connection instead (`hub_direct`), so a no-op re-sync never imports `requests`.
+The token is sent only to the Hub endpoint's own origin: redirects to the CDN (or anywhere
+else) never carry it (docs/architecture.md, "Hub protocol").
 """
 
 from __future__ import annotations
 
+import http.client
 import re
+import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urljoin, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from . import env
+from . import env, hub_direct
 from .auth import redact, resolve_token
 from .defaults import CONNECT_TIMEOUT, READ_TIMEOUT, origin
 from .errors import (
@@ -35,43 +37,16 @@ from .gate import OriginGate
 from .retry import RETRYABLE_STATUS, RetryPolicy, describe, server_wait
 from .version import __version__
 
+if TYPE_CHECKING:
+    import requests
+
+    from .hub_direct import DirectResponse
+    from .hub_session import HubSession
+
 _SHA40 = re.compile(r"^[0-9a-f]{40}$")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 MAX_PAGES = 100_000  # 1000 entries a page: far beyond any real repo
 SERVER_PACED = frozenset({429, 503})  # statuses whose Retry-After paces the whole origin
-
-
-class _NoCookies(requests.cookies.RequestsCookieJar):
-    """The Hub's API and CDN need no cookies; not parsing them saves time on every request."""
-
-    def extract_cookies(self, response, request) -> None:  # noqa: ANN001 - cookiejar API
-        return None
-
-    def set_cookie(self, cookie, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
-        return None
-
-
-class _HubSession(requests.Session):
-    """A session that only ever sends Authorization to the Hub endpoint's origin."""
-
-    def __init__(self, endpoint: str, token: str | None) -> None:
-        super().__init__()
-        self.cookies = _NoCookies()
-        self._hub_origin = origin(endpoint)
-        self._token = token
-
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        prepared = super().prepare_request(request)
-        self._apply_auth(prepared)
-        return prepared
-
-    def rebuild_auth(self, prepared_request, response) -> None:  # noqa: ANN001 - requests API
-        self._apply_auth(prepared_request)
-
-    def _apply_auth(self, prepared: requests.PreparedRequest) -> None:
-        prepared.headers.pop("Authorization", None)
-        if self._token and origin(prepared.url or "") == self._hub_origin:
-            prepared.headers["Authorization"] = f"Bearer {self._token}"
 
 
 class HubClient:
@@ -92,15 +67,27 @@ class HubClient:
         # one gate for the API client and every transfer worker (the engine gets this client)
         self.gate = OriginGate(self.retry.server_wait_budget, self.retry.max_server_wait)
         self.offline = env.offline() if offline is None else offline
-        self.session = _HubSession(self.endpoint, self.token)
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(
-            {"User-Agent": f"hfsync/{__version__}", "Accept-Encoding": "identity"}
-        )
-        _configure_environment(self.session)
+        self._pool_size = pool_size
+        self._session: HubSession | None = None
+        self._session_lock = threading.Lock()
+        user_agent = f"hfsync/{__version__}"
+        self._direct = hub_direct.DirectApi(self.endpoint, self.token, user_agent)
         self.api_calls = 0
+
+    @property
+    def session(self) -> HubSession:
+        """The pooled `requests` session, created (and `requests` imported) on first use."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    from .httplog import install as log_http
+                    from .hub_session import new_session
+
+                    user_agent = f"hfsync/{__version__}"
+                    session = new_session(self.endpoint, self.token, self._pool_size, user_agent)
+                    log_http(session)  # --debug / HFSYNC_DEBUG: one stderr line per request
+                    self._session = session
+        return self._session
 
     # -- URLs -------------------------------------------------------------------------------
 
@@ -112,12 +99,43 @@ class HubClient:
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         return f"{self.endpoint}/{prefix}{repo_id}/resolve/{commit}/{quote(path)}"
 
+    def resolve_location(self, url: str, size: int | None = None) -> str | None:
+        """Where a `/resolve` URL's bytes are, without fetching them (the fleet's driver
+        resolves each file once for every host, docs/scale-out.md).
+
+        HEAD without following redirects, as `huggingface_hub` asks for file metadata: hops
+        within the endpoint's origin (`/api/resolve-cache/…`) are followed, a Location on
+        another origin (the CDN's signed URL) is the answer. None when the `/resolve` URL
+        serves the body itself (private small files, mirrors: nothing to hand over), when
+        the redirect is not http(s), or when its X-Linked-Size contradicts the listing. Goes
+        through `request`, so the origin's gate turns a 429 into a wait; Hub errors raise.
+        """
+        first, hub = url, origin(url)
+        for _ in range(10):
+            with self.gate.resolve_slot(url):
+                response = self.request("HEAD", url, what=f"resolve {url}", allow_redirects=False)
+            response.close()
+            location = response.headers.get("Location")
+            if response.status_code not in (301, 302, 303, 307, 308) or not location:
+                return url if url != first else None
+            linked = response.headers.get("X-Linked-Size")
+            if size is not None and linked and linked.isdigit() and int(linked) != size:
+                return None
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                return None
+            if origin(target) != hub:
+                return target
+            url = target
+        return None
+
     # -- API calls --------------------------------------------------------------------------
 
     def resolve_revision(self, repo_id: str, repo_type: str, revision: str) -> str:
         """The 40-hex commit a branch, tag or sha names right now."""
         url = self.api_url(repo_id, repo_type, "revision", quote(revision, safe=""))
-        data = self._json(self.request("GET", url, what=f"{repo_type} {repo_id}@{revision}"))
+        what = f"{repo_type} {repo_id}@{revision}"
+        data = self._json(self.request("GET", url, what=what, direct=True))
         sha = data.get("sha") if isinstance(data, dict) else None
         if not isinstance(sha, str) or not _SHA40.match(sha):
             raise HfsyncError(f"{self.endpoint} returned no commit for {repo_id}@{revision}")
@@ -139,7 +157,7 @@ class HubClient:
         what = f"{repo_type} {repo_id}@{commit}"
         seen: set[str] = set()
         while url:
-            response = self.request("GET", url, params=params, what=what)
+            response = self.request("GET", url, params=params, what=what, direct=True)
             entries = self._json(response)
             if not isinstance(entries, list):
                 raise HfsyncError(f"unexpected tree listing from {self.endpoint}")
@@ -168,12 +186,14 @@ class HubClient:
         params: dict | None = None,
         headers: dict | None = None,
         allow_redirects: bool = True,
-    ) -> requests.Response:
+        direct: bool = False,
+    ) -> requests.Response | DirectResponse:
         """One API request with bounded retries on connection errors, 429 and 5xx.
 
         A 429/503 that says how long to wait holds off the whole origin (`self.gate`) and does
         not use up a try; the gate's time budget bounds those. Failures no retry can fix (an
-        unsupported redirect scheme, an invalid URL or header) raise at once.
+        unsupported redirect scheme, an invalid URL or header) raise at once. `direct`: a plain
+        GET whose JSON body is all the caller reads, which `hub_direct` may send (see there).
         """
         if self.offline:
             raise NetworkError("HF_HUB_OFFLINE is set: refusing to contact the Hub")
@@ -183,18 +203,9 @@ class HubClient:
             self.gate.wait(url)
             self.api_calls += 1
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    allow_redirects=allow_redirects,
-                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                )
-            except NOT_RETRYABLE as exc:
-                raise not_retryable(exc, what, self.token) from None
-            except requests.RequestException as exc:
-                last_error = describe(exc)
+                response = self._send(method, url, what, params, headers, allow_redirects, direct)
+            except _TryFailed as failed:
+                last_error = str(failed)
                 failures += 1
                 self._backoff(failures)
                 continue
@@ -220,11 +231,52 @@ class HubClient:
             )
         )
 
+    def _send(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        params: dict | None,
+        headers: dict | None,
+        allow_redirects: bool,
+        direct: bool,
+    ) -> requests.Response | DirectResponse:
+        """One try: over the direct connection when it takes the request, else the session.
+
+        Raises _TryFailed (its text: the cause) for a failure another try may not meet, and
+        the one-line error at once for one that no retry can fix.
+        """
+        plain = method == "GET" and headers is None and allow_redirects
+        if direct and plain and hub_direct.usable():  # asked each time: --debug may come later
+            try:
+                answer = self._direct.get(url, params)
+            except http.client.InvalidURL as exc:
+                raise not_retryable(exc, what, self.token) from None
+            except hub_direct.FAILURES as exc:
+                raise _TryFailed(describe(exc)) from exc
+            if answer is not None:
+                return answer
+        from .hub_session import NOT_RETRYABLE, RETRYABLE
+
+        try:
+            return self.session.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                allow_redirects=allow_redirects,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except NOT_RETRYABLE as exc:
+            raise not_retryable(exc, what, self.token) from None
+        except RETRYABLE as exc:
+            raise _TryFailed(describe(exc)) from exc
+
     def _backoff(self, failures: int) -> None:
         if failures < self.retry.tries:
             time.sleep(self.retry.delay(failures - 1))
 
-    def _json(self, response: requests.Response) -> object:
+    def _json(self, response: requests.Response | DirectResponse) -> object:
         """The body as JSON; a page that is not JSON (a captive portal's login form, a proxy's
         error page) is a network problem, named as one, not an unexpected crash."""
         try:
@@ -238,16 +290,13 @@ class HubClient:
             ) from None
 
     def close(self) -> None:
-        self.session.close()
+        self._direct.close()
+        if self._session is not None:
+            self._session.close()
 
 
-# Request failures that are the same on every try: say so at once instead of retrying.
-NOT_RETRYABLE: tuple[type[BaseException], ...] = (
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidHeader,
-)
+class _TryFailed(Exception):
+    """One try of `HubClient.request` failed in a way the next one may not (the text: why)."""
 
 
 def not_retryable(exc: BaseException, what: str, token: str | None) -> HfsyncError:
@@ -276,20 +325,6 @@ def check_endpoint(endpoint: str, source: str | None) -> str:
     return endpoint
 
 
-def _configure_environment(session: requests.Session) -> None:
-    """Skip requests' per-request scan of proxy variables and ~/.netrc when no proxy is set.
-
-    That scan costs about a fifth of the client time of a small-file request, and ~/.netrc
-    credentials have no business on Hub or CDN requests. A custom CA bundle still applies.
-    """
-    if env.proxy_configured():
-        return
-    session.trust_env = False
-    bundle = env.ca_bundle()
-    if bundle:
-        session.verify = bundle
-
-
 def _remote_file(entry: dict) -> RemoteFile:
     """One tree entry as the Hub sent it, values unconverted: `int("abc")` or `str(None)` here
     would turn a hostile entry into an unexpected crash or, worse, a plausible-looking one;
@@ -313,7 +348,7 @@ def _next_link(header: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def hub_error(response: requests.Response, what: str) -> HfsyncError:
+def hub_error(response: requests.Response | DirectResponse, what: str) -> HfsyncError:
     """Map an error response to a typed error, branching on `X-Error-Code` like the Hub client."""
     code = response.headers.get("X-Error-Code", "")
     message = response.headers.get("X-Error-Message", "")

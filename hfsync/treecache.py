@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import RemotePathError
@@ -61,6 +60,8 @@ def write_tree_cache(folder: Path, commit: str, files: list[RemoteFile]) -> None
         if remote.xet_hash:
             info["xet_hash"] = remote.xet_hash
         entries[remote.path] = info
+    import tempfile  # here: it imports shutil, bz2 and lzma, which a no-op re-sync never needs
+
     path = tree_cache_path(folder, commit)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

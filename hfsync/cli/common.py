@@ -13,18 +13,16 @@ import json
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..auth import redact, resolve_token
+from ..auth import redact
 from ..defaults import INTERRUPTED_MESSAGE
 from ..errors import HfsyncError
 from ..files import REPO_TYPES
-from .render import printable
 
 
 def fail(
@@ -39,6 +37,8 @@ def fail(
     elif as_json:
         doc = {"ok": False, "error": {"kind": kind, "message": message, "exit_code": code}}
         click.echo(json.dumps(doc, indent=2))
+    from .render import printable  # here, not at import: `hfsync --version` renders nothing
+
     # One line, whatever a local file or folder name in the message contains.
     click.echo(f"hfsync: error: {printable(message)}", err=True)
     sys.exit(code)
@@ -56,6 +56,8 @@ def remember_secret(token: str) -> None:
 def _token_for_redaction(kwargs: dict[str, Any]) -> str | None:
     if _secrets:
         return _secrets[-1]
+    from ..auth import resolve_token
+
     try:
         return resolve_token(kwargs.get("token"))
     except Exception:  # noqa: BLE001 - a broken token source must not hide the real error
@@ -115,6 +117,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _print_traceback(token: str | None) -> None:
+    import traceback
+
     click.echo(redact(traceback.format_exc(), token), err=True, nl=False)
 
 
@@ -143,6 +147,8 @@ def repo_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--endpoint",
             default=None,
+            envvar="HFSYNC_ENDPOINT",
+            show_envvar=True,
             help="Hub endpoint (default: HF_ENDPOINT, then https://huggingface.co).",
         ),
         json_option,
@@ -154,11 +160,31 @@ def repo_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
+    return click.option("--json", "as_json", is_flag=True, envvar="HFSYNC_JSON", show_envvar=True,
+                        help="Print one JSON document.")(func)  # fmt: skip
 
 
 def debug_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(func)
+    return click.option(
+        "--debug",
+        is_flag=True,
+        envvar="HFSYNC_DEBUG",
+        show_envvar=True,
+        callback=debug_callback,
+        help="Log each HTTP request to stderr (no query secrets, no token); tracebacks on errors.",
+    )(func)
+
+
+def debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """`--debug` on the command or on `hfsync` itself (or HFSYNC_DEBUG=1): turn on the HTTP
+    request log (hfsync.httplog) before any session exists."""
+    root = ctx.find_root()
+    value = bool(value or (root is not ctx and root.params.get("debug")))
+    if value:
+        from ..httplog import enable
+
+        enable()
+    return value
 
 
 def cache_dir_option(func: Callable[..., Any], help_text: str | None = None) -> Callable[..., Any]:
