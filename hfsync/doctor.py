@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from . import env
+from . import env, httplog
 from .auth import redact, resolve_token
 from .defaults import DEFAULT_ENDPOINT, origin
 from .errors import HfsyncError, most_severe_code
@@ -65,6 +65,7 @@ def run_checks(
     checks = [proxy_check(url), offline_check()]
     session = requests.Session()
     session.headers["Accept-Encoding"] = "identity"
+    httplog.install(session)
     reach, response = endpoint_check(session, url)
     checks.append(reach)
     checks.append(clock_check(response))

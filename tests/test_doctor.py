@@ -4,6 +4,7 @@ clearly, with the exit code a sync would have, and the token is never printed.""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -76,3 +77,35 @@ def test_too_little_disk_and_offline_mode_fail(healthy: HubEmulator, tmp_path: P
     assert checks["disk"].startswith("FAIL") and "want at least" in checks["disk"]
     assert checks["offline"].startswith("FAIL")
     assert run.returncode == 6, "disk outranks network (errors.SEVERITY)"
+
+
+@pytest.mark.parametrize("skew", [3600.0, -900.0])
+def test_a_skewed_server_clock_is_reported_and_fails(
+    healthy: HubEmulator, tmp_path: Path, skew: float
+) -> None:
+    healthy.faults.clock_skew = skew
+    run = hfsync("doctor", "--dest", tmp_path, "--min-free", "1K", env={"HF_TOKEN": TOKEN})
+    assert run.returncode == 1, run.stdout + run.stderr
+    clock = lines_by_check(run.stdout)["clock"]
+    # The server is ahead by `skew`, so the local clock is behind it (or ahead, for a negative).
+    side = "behind" if skew > 0 else "ahead of"
+    found = re.search(r"local clock is (\d+) s (behind|ahead of) the server", clock)
+    assert clock.startswith("FAIL") and found, clock
+    # `Date` has one-second resolution: the reported skew is within a second or two of it.
+    assert abs(int(found.group(1)) - abs(skew)) <= 2 and found.group(2) == side, clock
+    assert "signed download URLs will be refused" in clock
+    others = {k: v for k, v in lines_by_check(run.stdout).items() if k != "clock"}
+    assert all(line.startswith("ok") for line in others.values()), run.stdout
+
+
+def test_a_small_skew_passes_and_a_moderate_one_only_warns(
+    healthy: HubEmulator, tmp_path: Path
+) -> None:
+    healthy.faults.clock_skew = 5.0  # under SKEW_WARN: normal NTP jitter and request time
+    run = hfsync("doctor", "--dest", tmp_path, "--min-free", "1K", env={"HF_TOKEN": TOKEN})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert lines_by_check(run.stdout)["clock"].startswith("ok")
+    healthy.faults.clock_skew = 120.0
+    run = hfsync("doctor", "--dest", tmp_path, "--min-free", "1K", env={"HF_TOKEN": TOKEN})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert lines_by_check(run.stdout)["clock"].startswith("WARN")

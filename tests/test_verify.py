@@ -126,8 +126,10 @@ def test_bad_input_is_one_line(repo: dict[str, bytes], tmp_path: Path) -> None:
     missing = hfsync("verify", tmp_path / "nope")
     assert missing.returncode == 2 and "no such folder" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    remote = hfsync("verify", "--remote", "ssh gpu", "/data/model")
-    assert remote.returncode == 2 and "not supported yet" in remote.stderr
+    remote = hfsync("verify", "--remote", "ssh gpu", "/data/model")  # no --repo: before any SSH
+    assert remote.returncode == 2 and "--repo" in remote.stderr
+    filters = hfsync("verify", tmp_path, "--include", "*.json")
+    assert filters.returncode == 2 and "go with --remote" in filters.stderr
     nothing = hfsync("verify")
     assert nothing.returncode == 2 and "DEST" in nothing.stderr
     (tmp_path / "plain").mkdir()

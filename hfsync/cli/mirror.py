@@ -18,7 +18,7 @@ import click
 
 from ..units import parse_size
 from .common import debug_option, handle_errors
-from .render_mirror import item_line, mirror_error, mirror_summary
+from .render_mirror import item_line, mirror_error, mirror_summary, planned_lines
 
 
 @click.command()
@@ -27,6 +27,12 @@ from .render_mirror import item_line, mirror_error, mirror_summary
     metavar="CONFIG.toml",
     envvar="HFSYNC_MIRROR_CONFIG",
     type=click.Path(path_type=Path, dir_okay=False),
+)
+@click.option(
+    "--dry-run",
+    "-n",
+    is_flag=True,
+    help="Print each repo's plan; write nothing (no lock, state, log, metrics or snapshot).",
 )
 @click.option(
     "--wait",
@@ -107,6 +113,7 @@ from .render_mirror import item_line, mirror_error, mirror_summary
 @handle_errors
 def mirror(
     config_path: Path,
+    dry_run: bool,
     wait: bool,
     as_json: bool,
     quiet: bool,
@@ -147,11 +154,13 @@ def mirror(
         with printing:
             if lines:
                 click.echo(line)
+                for planned in planned_lines(result):
+                    click.echo(planned)
             elif quiet and not as_json and result.exit_code:
                 click.echo(line, err=True)
 
     report = run_mirror(config, wait=wait, progress_factory=_bars if lines else None,
-                        on_done=done)  # fmt: skip
+                        on_done=done, dry_run=dry_run)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     elif lines:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..units import human_size
+from .render import printable
 
 if TYPE_CHECKING:
     from ..doctor import Check
@@ -32,6 +33,8 @@ def item_line(result: ItemResult) -> str:
         return f"{head}: interrupted"
     if result.status == SKIPPED:
         return f"{head}: not run"
+    if result.planned is not None:
+        return f"{head}: {_planned_change(result)}; {_planned_summary(result)}"
     if result.commit_before is None:
         what = f"new at {_short(result.commit_after)}"
     elif result.commit_before != result.commit_after:
@@ -44,12 +47,43 @@ def item_line(result: ItemResult) -> str:
     )
 
 
+def _planned_change(result: ItemResult) -> str:
+    if result.commit_before is None:
+        return f"would fetch {_short(result.commit_after)}"
+    if result.commit_before != result.commit_after:
+        return f"would update {_short(result.commit_before)}..{_short(result.commit_after)}"
+    return f"at {_short(result.commit_after)} already"
+
+
+def _planned_summary(result: ItemResult) -> str:
+    from .render import summary_line
+
+    assert result.planned is not None
+    return summary_line(result.planned.plan, 0, 0.0, dry_run=True)
+
+
+def planned_lines(result: ItemResult) -> list[str]:
+    """A dry run's plan of one repo: the files that would change, indented under its line."""
+    from .render import plan_lines
+
+    if result.planned is None:
+        return []
+    return ["    " + line for line in plan_lines(result.planned.plan, verbose=False)]
+
+
 def mirror_summary(report: MirrorReport) -> str:
     from ..mirror.run import OK, iso
 
     ok = sum(1 for i in report.items if i.status == OK)
     failed = len(report.items) - ok
     moved = human_size(sum(i.bytes for i in report.items))
+    if report.dry_run:
+        planned = sum(i.planned.plan.bytes_to_transfer for i in report.items if i.planned)
+        return (
+            f"{iso(report.finished)} mirror {report.config} (dry run, nothing written): "
+            f"{len(report.items)} repos, {ok} planned, {failed} failed; would download "
+            f"{human_size(planned)}; exit {report.exit_code}"
+        )
     return (
         f"{iso(report.finished)} mirror {report.config}: {len(report.items)} repos, {ok} ok, "
         f"{failed} failed; {moved} in {report.duration:.1f} s; exit {report.exit_code}"
@@ -82,7 +116,10 @@ def verify_lines(report: VerifyReport) -> list[str]:
     lines = []
     for problem in report.problems:
         where = f"{problem.repo} {problem.commit[:8]} " if problem.repo and problem.commit else ""
-        lines.append(f"{_KIND[problem.kind]:<9} {where}{problem.path}  ({problem.detail})")
+        # printable: an extra file's name comes from a disk (maybe a remote one), not from us
+        lines.append(
+            f"{_KIND[problem.kind]:<9} {where}{printable(problem.path)}  ({problem.detail})"
+        )
     return lines
 
 

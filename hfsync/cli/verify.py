@@ -1,4 +1,5 @@
-"""`hfsync verify DEST | --cache [REPO]`: re-hash every file against its recorded content id.
+"""`hfsync verify DEST | --cache [REPO] | --remote SSH REMOTE_DIR`: re-hash every file against
+its content id (recorded locally; for a remote folder, the Hub's listing).
 
 Exit 5 when anything is mismatched or missing (or, with `--extra`, unknown); `--fix` refetches
 exactly those files and nothing else.
@@ -47,7 +48,7 @@ class _HashBar:
 
 
 @click.command()
-@click.argument("target", required=False, metavar="[DEST | REPO]")
+@click.argument("target", required=False, metavar="[DEST | REPO | REMOTE_DIR]")
 @click.option(
     "--cache", "use_cache", is_flag=True, help="Verify the HF cache (all repos, or the REPO given)."
 )
@@ -70,8 +71,21 @@ class _HashBar:
     default=None,
     help="Hashing threads (default: one per core).",
 )
-@click.option("--remote", metavar="SSH", help="Verify a folder on an SSH host (not yet).")
-@click.option("--quiet", "-q", is_flag=True, help="Print problems only.")
+@click.option(
+    "--remote",
+    metavar="SSH",
+    help="Verify REMOTE_DIR on this SSH host (one quoted ssh line) against the Hub; "
+    "hashing runs on the host. Needs --repo.",
+)
+@click.option(
+    "--revision",
+    default=None,
+    help="--remote: the commit to verify against (default: the one the folder records).",
+)
+@click.option("--include", multiple=True, metavar="GLOB", help="--remote: files to expect.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="--remote: files not to expect.")
+@click.option("--quiet", "-q", is_flag=True, envvar="HFSYNC_QUIET", show_envvar=True,
+              help="Print problems only.")  # fmt: skip
 @json_option
 @debug_option
 @handle_errors
@@ -87,6 +101,9 @@ def verify(
     endpoint: str | None,
     jobs: int | None,
     remote: str | None,
+    revision: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     quiet: bool,
     as_json: bool,
     debug: bool,
@@ -95,9 +112,12 @@ def verify(
     from .. import verify as lib
 
     if remote is not None:
-        raise UsageError(
-            "--remote is not supported yet; run `hfsync verify DIR` on the host itself"
-        )
+        _verify_remote(remote, target, repo_id, repo_type, revision, include, exclude,
+                       extra=extra, fix=fix, token=token, endpoint=endpoint,
+                       cache_dir=cache_dir, quiet=quiet, as_json=as_json)  # fmt: skip
+        return
+    if revision or include or exclude:
+        raise UsageError("--revision, --include and --exclude go with --remote")
     cache = use_cache or cache_dir is not None
     if not cache and target is None:
         raise UsageError("give DEST, or --cache [REPO]")
@@ -131,6 +151,68 @@ def verify(
             click.echo(verify_summary(report, duration))
         if fixed:
             click.echo(f"fixed {len(fixed)} files: refetched and verified")
+    if failed:
+        click.echo(f"hfsync: error: {verify_summary(report, duration)}", err=True)
+        sys.exit(5)
+
+
+def _verify_remote(
+    ssh_command: str,
+    remote_dir: str | None,
+    repo_id: str | None,
+    repo_type: str,
+    revision: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    *,
+    extra: bool,
+    fix: bool,
+    token: str | None,
+    endpoint: str | None,
+    cache_dir: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """`verify --remote 'SSH' REMOTE_DIR --repo REPO`: the same report, lines and exit codes as
+    a local verify; `--fix` pushes exactly the broken files (result in `fix` of the JSON)."""
+    from .. import verify_remote as lib
+
+    if remote_dir is None or repo_id is None:
+        raise UsageError("--remote needs REMOTE_DIR and --repo REPO (the repo the folder holds)")
+    started = time.monotonic()
+    checked = lib.verify_remote(
+        repo_id, ssh_command, remote_dir, repo_type=repo_type, revision=revision,
+        include=include, exclude=exclude, extra=extra, token=token, endpoint=endpoint,
+        cache_dir=cache_dir, progress=None if (quiet or as_json) else _HashBar(),
+    )  # fmt: skip
+    report, duration = checked.report, time.monotonic() - started
+    fixed: list[str] = []
+    outcome = None
+    if fix and report.broken:
+        fixed = [p.path for p in report.broken]
+        outcome = lib.fix_remote(repo_id, ssh_command, remote_dir, checked, repo_type=repo_type,
+                                 token=token, endpoint=endpoint, cache_dir=cache_dir)  # fmt: skip
+    failed = report.failed if not fixed else report.extra_checked and bool(report.of("extra"))
+    if as_json:
+        doc = verify_json(report, duration)
+        doc.update(commit=checked.commit, fixed=fixed, ok=not failed)
+        if outcome is not None:
+            pushed = sorted(p for p, o in outcome.pushed.items() if o.ok)
+            doc["fix"] = {
+                "commit": outcome.commit,
+                "bytes_pushed": outcome.bytes_pushed,
+                "bytes_downloaded": outcome.bytes_downloaded,
+                "pushed": pushed,
+            }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for line in verify_lines(report):
+            click.echo(line)
+        if not quiet:
+            click.echo(f"{verify_summary(report, duration)} (against commit {checked.commit[:12]})")
+        if outcome is not None:
+            click.echo(f"fixed {len(fixed)} files: pushed {outcome.bytes_pushed} bytes, verified "
+                       "on the host")  # fmt: skip
     if failed:
         click.echo(f"hfsync: error: {verify_summary(report, duration)}", err=True)
         sys.exit(5)

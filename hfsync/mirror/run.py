@@ -66,6 +66,7 @@ class ItemResult:
     finished: float = 0.0
     duration: float = 0.0
     last_success: float | None = None
+    planned: SyncResult | None = None  # a dry run's plan (nothing was done)
 
     @property
     def repo_id(self) -> str:
@@ -105,7 +106,21 @@ class ItemResult:
             "finished": iso(self.finished) if self.finished else None,
             "duration": round(self.duration, 3),
             "last_success": iso(self.last_success) if self.last_success else None,
+            **({"plan": _plan_json(self.planned)} if self.planned is not None else {}),
         }
+
+
+def _plan_json(planned: SyncResult) -> dict[str, Any]:
+    """A dry run's per-file plan, in the shape `sync --dry-run --json` prints its files."""
+    items = [i for i in planned.plan.items if i.action not in (Action.UNCHANGED, Action.SKIPPED)]
+    return {
+        "commit": planned.commit,
+        "bytes_planned": sum(i.size for i in planned.plan.transfers),
+        "files": [
+            {"action": i.action.value, "path": i.path, "size": i.size, "reason": i.reason}
+            for i in items
+        ],  # fmt: skip
+    }
 
 
 @dataclass
@@ -116,6 +131,7 @@ class MirrorReport:
     finished: float = 0.0
     interrupted: bool = False
     output_errors: list[HfsyncError] = field(default_factory=list)  # log/metrics not written
+    dry_run: bool = False
 
     @property
     def duration(self) -> float:
@@ -142,6 +158,7 @@ class MirrorReport:
             "bytes": sum(i.bytes for i in self.items),
             "files_changed": sum(i.files_changed for i in self.items),
             "interrupted": self.interrupted,
+            "dry_run": self.dry_run,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -174,12 +191,22 @@ def run_mirror(
     progress_factory: Callable[[], ProgressSink] | None = None,
     on_start: Callback | None = None,
     on_done: Callback | None = None,
+    dry_run: bool = False,
 ) -> MirrorReport:
     """Refresh every item of `config` once, under the config's lock (LockedError, exit 8, when
-    another run holds it, unless `wait`). Item failures are in the report, never raised."""
+    another run holds it, unless `wait`). Item failures are in the report, never raised.
+
+    `dry_run`: each item's plan (`ItemResult.planned`) and nothing written anywhere — no
+    lock, state, log or metrics file, no snapshot folder — so it can run beside a real run."""
     what = f"the mirror config {config.path}"
-    with _wait_for_lock(config.lock_path) if wait else lock_file(config.lock_path, what):
-        report = MirrorReport(str(config.path), started=time.time())
+    if dry_run:
+        guard: contextlib.AbstractContextManager = contextlib.nullcontext()
+    elif wait:
+        guard = _wait_for_lock(config.lock_path)
+    else:
+        guard = lock_file(config.lock_path, what)
+    with guard:
+        report = MirrorReport(str(config.path), started=time.time(), dry_run=dry_run)
         token = _read_token(config)
         parallel = min(config.parallel, len(config.items)) or 1
         connections = config.connections or DEFAULT_CONNECTIONS
@@ -197,7 +224,7 @@ def run_mirror(
                 on_start(result)
             factory = progress_factory if parallel == 1 else None
             try:
-                _refresh(result, client, transfer, factory, client.token)
+                _refresh(result, client, transfer, factory, client.token, dry_run=dry_run)
             except KeyboardInterrupt:
                 raise _Stopped(result) from None
             if on_done:
@@ -213,7 +240,8 @@ def run_mirror(
             for item, r in zip(config.items, done, strict=True)
         ]
         report.finished = time.time()
-        _write_outputs(config, report, state)
+        if not dry_run:
+            _write_outputs(config, report, state)
         return report
 
 
@@ -280,14 +308,18 @@ def _refresh(
     transfer: TransferConfig,
     progress_factory: Callable[[], ProgressSink] | None,
     token: str | None,
+    *,
+    dry_run: bool = False,
 ) -> None:
     """One item's sync; any failure becomes the result's status, code and message."""
     item = result.item
     result.started = time.time()
     began = time.monotonic()
-    progress = progress_factory() if progress_factory else None
+    progress = progress_factory() if progress_factory and not dry_run else None
     try:
-        if item.atomic:
+        if dry_run and item.atomic:
+            synced = snapshots.plan_refresh(item, client=client)
+        elif item.atomic:
             synced = snapshots.refresh(item, client=client, config=transfer, progress=progress)
         else:
             synced = sync(
@@ -299,12 +331,16 @@ def _refresh(
                 exclude=item.exclude,
                 delete=item.delete,
                 max_delete=item.max_delete,
+                dry_run=dry_run,
                 config=transfer,
                 cache_dir=item.cache_dir,
                 progress=progress,
                 client=client,
             )
-        _record_success(result, synced)
+        if dry_run:
+            _record_plan(result, synced)
+        else:
+            _record_success(result, synced)
     except (KeyboardInterrupt, Interrupted):
         # The executor turns Ctrl-C into Interrupted (its workers stopped, parts kept): either
         # way the user asked the whole run to stop, not just this item.
@@ -335,6 +371,15 @@ def _record_success(result: ItemResult, synced: SyncResult) -> None:
     result.files = len(held)
     result.size_bytes = sum(i.size for i in held)
     result.last_success = time.time()
+
+
+def _record_plan(result: ItemResult, planned: SyncResult) -> None:
+    """A dry run's item: what would change; `last_success` and the held files stay as they
+    were, since nothing was done."""
+    result.status, result.exit_code = OK, 0
+    result.planned = planned
+    result.commit_after = planned.commit
+    result.files_changed = len(planned.plan.transfers) + len(planned.plan.deletes)
 
 
 def _commit_before(item: MirrorItem, entry: dict[str, Any]) -> str | None:

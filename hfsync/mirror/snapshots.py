@@ -117,6 +117,29 @@ def refresh(
         return result
 
 
+def plan_refresh(item: MirrorItem, *, client: HubClient) -> SyncResult:
+    """What `refresh` would change (`mirror --dry-run`): the plan of the current snapshot
+    against the commit the revision names now (all new when there is none). Touches nothing:
+    no lock, no `.hfsync`, no build folder."""
+    from ..orchestrate import sync
+
+    assert item.dest is not None
+    _check_layout(item.dest)
+    held = current_commit(item.dest)
+    folder = item.dest / held if held is not None else item.dest / CURRENT
+    return sync(
+        item.repo_id,
+        folder,
+        repo_type=item.repo_type,
+        revision=item.revision,
+        include=item.include,
+        exclude=item.exclude,
+        delete=True,
+        dry_run=True,
+        client=client,
+    )
+
+
 def link_unchanged(old: Path, new: Path, wanted: list[RemoteFile]) -> int:
     """Hard-link into `new` every wanted file `old` holds with the same content id; returns
     how many. The metadata is copied with its timestamp, so the sync trusts the link exactly

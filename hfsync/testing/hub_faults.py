@@ -90,6 +90,7 @@ class Faults:
     resolve_location: str | None = None  # /resolve answers 302 to this Location (any scheme)
     close_delimited: bool = False  # mirror bodies: no Content-Length, not chunked, close ends
     body_faults_on: str = "any"  # where rate/drop/stall/corrupt apply: "api" | "cdn" | "any"
+    clock_skew: float = 0.0  # seconds added to every `Date` header (a server clock off)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # ---- helpers for tests ------------------------------------------------------------------

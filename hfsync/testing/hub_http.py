@@ -222,6 +222,11 @@ class BaseHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, off by ``faults.clock_skew`` (doctor's clock check)."""
+        skew = self.ctx.faults.clock_skew
+        return super().date_time_string((time.time() if timestamp is None else timestamp) + skew)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence the stdlib access log: tests read ``hub.log`` instead."""
 
