@@ -9,7 +9,11 @@ For many hosts (`sync_hosts`) the revision is pinned once here, so every host ge
 commit; `parallel` hosts run at a time, each with its own connection and result; a failing
 host never stops the others, and the run's exit code is the most severe of all hosts
 (`errors.most_severe_code`). In pull mode each host downloads from the Hub's CDN (the CDN is
-the distribution system; none is built here). Push hosts share one local staging: the first
+the distribution system; none is built here), and the listing and each file's signed CDN URL
+are fetched here once and handed to every host on its channel's stdin (`Handoffs`), so the
+Hub's request budget is spent once per run, not once per host (docs/scale-out.md). A dry run
+that would pull is planned from the host's state without sending the archive. Push hosts
+share one local staging: the first
 one fills the local HF cache once, the others wait for it, then all push in parallel.
 
 This module sits above both `orchestrate` (the cache fill) and `remote_sync` (one push).
@@ -20,21 +24,35 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import env
 from .auth import resolve_token
-from .errors import HfsyncError, Interrupted, UsageError, exit_code_of, most_severe_code
-from .files import REPO_TYPES, validate_repo_id
+from .errors import (
+    HfsyncError,
+    Interrupted,
+    NetworkError,
+    UsageError,
+    exit_code_of,
+    most_severe_code,
+)
+from .files import REPO_TYPES, RemoteFile, validate_repo_id
 from .hub import HubClient
+from .plan import selected
+from .remote.handoff import Handoff
 from .remote.host import check_remote_dir
 from .remote.sshcmd import SSHSpec, parse_ssh_command
 from .transfer.jobs import NullProgress, ProgressSink, TransferConfig
 
 VIA = ("push", "pull", "auto")
 DEFAULT_PARALLEL_HOSTS = 8  # each pull host opens its own --connections to the CDN
+RESOLVE_THREADS = 8  # HEADs in flight while resolving a fleet's files once (gate-limited)
+# Signed URLs live about an hour; hosts that start later than this after the resolve get
+# freshly resolved ones (once per file again), so few of them ever meet an expired URL.
+HANDOFF_MAX_AGE = 20 * 60.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class RunOptions:
     cache_dir: Path | str | None = None
     via: str = "auto"
     connect_timeout: float | None = None
+    streams: int = 1  # push: parallel agent sessions on the host's connection
 
 
 @dataclass
@@ -153,6 +172,81 @@ class _CacheFill:
         )
 
 
+class Handoffs:
+    """The listing and data URLs every pulling host of a run is handed (docs/scale-out.md).
+
+    Built lazily, by the first host that is about to pull (a run whose hosts all push, fail
+    to connect or dry-run resolves nothing), then shared: one tree listing and one
+    `/resolve` per selected file for the whole run instead of per host. All selected files
+    are resolved, not only those a host lacks, because no host's state is known before it
+    scans; so a fleet that is already current pays F resolves once (at most one host's cost,
+    whatever the number of hosts). Best effort: if this machine cannot list or resolve (no
+    route, no token for a private repo), `get` returns None and every host lists and
+    resolves for itself as before. A file that fails to resolve is left to the host.
+    """
+
+    def __init__(self, opts: RunOptions, commit: str | None = None) -> None:
+        self.opts = opts
+        self.commit = commit
+        self.resolves = 0  # HEADs this run sent (tests and docs count them)
+        self._lock = threading.Lock()
+        self._files: list[RemoteFile] | None = None
+        self._urls: dict[str, str] = {}
+        self._at = 0.0
+        self._failed = False
+
+    def get(self) -> Handoff | None:
+        with self._lock:
+            if self._failed:
+                return None
+            if self._files is None or time.monotonic() - self._at > HANDOFF_MAX_AGE:
+                try:
+                    self._build()
+                except HfsyncError:
+                    self._failed = True
+                    return None
+            assert self.commit is not None and self._files is not None
+            return Handoff(self.commit, self._files, dict(self._urls))
+
+    def _build(self) -> None:
+        o = self.opts
+        client = HubClient(o.endpoint, o.token, pool_size=RESOLVE_THREADS + 2)
+        try:
+            if self.commit is None:
+                self.commit = client.resolve_revision(o.repo_id, o.repo_type, o.revision)
+            if self._files is None:
+                self._files = client.list_files(o.repo_id, o.repo_type, self.commit)
+            wanted = [f for f in self._files if selected(f.path, o.include, o.exclude)]
+            self._urls = self._resolve_all(client, self.commit, wanted)
+            self._at = time.monotonic()
+        finally:
+            client.close()
+
+    def _resolve_all(
+        self, client: HubClient, commit: str, files: list[RemoteFile]
+    ) -> dict[str, str]:
+        o = self.opts
+        unreachable = threading.Event()  # after a network failure, the rest is left to hosts
+
+        def one(f: RemoteFile) -> tuple[str, str | None]:
+            if unreachable.is_set():
+                return f.path, None
+            url = client.resolve_url(o.repo_id, o.repo_type, commit, f.path)
+            try:
+                return f.path, client.resolve_location(url, f.size)
+            except NetworkError:
+                unreachable.set()
+            except HfsyncError:
+                pass  # this file's own problem: its host meets it and reports it
+            return f.path, None
+
+        before = client.api_calls
+        with ThreadPoolExecutor(RESOLVE_THREADS, thread_name_prefix="hfsync-resolve") as pool:
+            found = list(pool.map(one, files))
+        self.resolves += client.api_calls - before
+        return {path: url for path, url in found if url}
+
+
 def sync_host(
     opts: RunOptions,
     ssh_command: str,
@@ -163,9 +257,16 @@ def sync_host(
     before_push: Callable[[], None] | None = None,
     on_connect: Callable[[Any], None] | None = None,
     zipapp: Any = None,
+    handoffs: Handoffs | None = None,
 ) -> HostOutcome:
     """One host: connect, decide pull or push (`opts.via`), run it. Raises on failure; the
-    outcome (`via`, `via_reason`, `result`) is filled in as far as the run got."""
+    outcome (`via`, `via_reason`, `result`) is filled in as far as the run got.
+
+    A pull gets the listing and data URLs from `handoffs` (one per run, shared by its
+    hosts). A single host gets none: it lists and resolves for itself, which costs the Hub
+    the same for N = 1, and nothing at all when it is already current. A dry run that
+    would pull plans through the push path's stdlib agent instead: the host's state is
+    scanned, the archive is not sent and nothing is created there."""
     from .remote.connection import connect
     from .remote.pull import PullOptions, prepare, pull, unreachable_error
     from .remote_sync import to_remote
@@ -208,8 +309,11 @@ def sync_host(
                 out.via_reason = f"the host cannot pull: {blocker}"
         out.via = "pull" if use_pull else "push"
         out.status = "running"
-        if use_pull:
+        if use_pull and not opts.dry_run:
             assert plan is not None
+            handoff = handoffs.get() if handoffs is not None else None
+            if handoff is not None:
+                pull_opts = replace(pull_opts, revision=handoff.commit)
             result = pull(
                 conn,
                 opts.repo_id,
@@ -218,9 +322,10 @@ def sync_host(
                 pull_opts,
                 token=resolve_token(opts.token),
                 progress=sinks.pull,
+                handoff=handoff,
             )
             result.via_reason = out.via_reason
-            if revision and result.doc.get("revision") == revision:
+            if result.doc.get("revision") == pull_opts.revision:
                 result.doc["revision"] = opts.revision  # pinned here; show what was asked
         else:
             if before_push is not None and not opts.dry_run:
@@ -243,10 +348,12 @@ def sync_host(
                 cache_dir=opts.cache_dir,
                 download_progress=sinks.download,
                 push_progress=sinks.push,
+                streams=opts.streams,
                 connect_timeout=opts.connect_timeout,
                 conn=conn,
             )
             result.revision = opts.revision
+            result.via = out.via  # a dry run that would pull planned the push path's way
         out.result = result
         return out
     finally:
@@ -298,6 +405,7 @@ def sync_hosts(
     from .remote.zipapp import build_zipapp
 
     zipapp = build_zipapp() if opts.via != "push" else None
+    handoffs = Handoffs(opts, commit)
     outcomes = [HostOutcome(c, _display(s)) for c, s in zip(ssh_commands, specs, strict=True)]
     conns: list[Any] = []
     lock = threading.Lock()
@@ -326,6 +434,7 @@ def sync_hosts(
                     before_push=fill.ensure if len(outcomes) > 1 else None,
                     on_connect=on_connect,
                     zipapp=zipapp,
+                    handoffs=handoffs,
                 )
                 out.status = "ok"
             except BaseException as exc:  # noqa: BLE001 - one host's failure is its own

@@ -9,6 +9,7 @@ writes nothing at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,17 @@ class SyncResult:
         return self.report.bytes_transferred if self.report else 0
 
 
+@dataclass(frozen=True)
+class GivenListing:
+    """A commit's listing (and data URLs for its files) that someone already fetched: a
+    fleet's driving machine hands it to every pulling host (docs/scale-out.md), so the host
+    makes no revision, tree or `/resolve` call of its own. Checked like the Hub's answer."""
+
+    commit: str
+    files: list[RemoteFile]
+    urls: Mapping[str, str] = field(default_factory=dict)
+
+
 class DeleteLimitError(HfsyncError):
     """More deletions were planned than `--max-delete` allows; none were made."""
 
@@ -66,8 +78,11 @@ def sync(
     progress: ProgressSink | None = None,
     client: HubClient | None = None,
     target: Target | None = None,
+    given: GivenListing | None = None,
 ) -> SyncResult:
-    """Make `dest` (or the HF cache) hold exactly the files of `repo_id` at `revision`."""
+    """Make `dest` (or the HF cache) hold exactly the files of `repo_id` at `revision`.
+
+    `given`: the listing (and data URLs) of the commit `revision` names, fetched elsewhere."""
     if repo_type not in REPO_TYPES:
         raise UsageError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
     validate_repo_id(repo_id)
@@ -79,9 +94,12 @@ def sync(
     calls_before = client.api_calls
 
     def run() -> SyncResult:
-        commit = client.resolve_revision(repo_id, repo_type, revision)
-        files = target.read_listing(commit)
-        fetched = False
+        if given is not None:
+            commit, files, fetched = given.commit, list(given.files), True
+        else:
+            commit = client.resolve_revision(repo_id, repo_type, revision)
+            files = target.read_listing(commit)
+            fetched = False
         if files is None:
             files = client.list_files(repo_id, repo_type, commit)
             fetched = True
@@ -114,6 +132,7 @@ def sync(
             )
         for item in plan.refreshes:
             target.mark_current(_remote(item.remote), plan.commit, item.held)
+        urls = given.urls if given is not None else {}
         jobs = [
             target.job(
                 _remote(item.remote),
@@ -122,6 +141,8 @@ def sync(
             )
             for item in plan.transfers
         ]
+        for job in jobs:
+            job.cached_url = urls.get(job.path)  # resolved once for a whole fleet
         if jobs:
             from .transfer import run_transfers
 

@@ -68,6 +68,12 @@ def pull_json(result: Any) -> dict[str, Any]:  # a PullResult
     }
 
 
+def _pulled(out: Any) -> bool:
+    """Whether the host ran the pull (a dry run that would pull is planned by the push path,
+    so its result is a push result even though `via` says pull)."""
+    return hasattr(out.result, "doc")
+
+
 def host_json(out: Any) -> dict[str, Any]:  # a fleet.HostOutcome
     from ..fleet import host_error_message
     from .render import push_result_json
@@ -88,9 +94,7 @@ def host_json(out: Any) -> dict[str, Any]:  # a fleet.HostOutcome
             "exit_code": out.exit_code,
         }
     if out.result is not None:
-        entry["result"] = (
-            pull_json(out.result) if out.via == "pull" else push_result_json(out.result)
-        )
+        entry["result"] = pull_json(out.result) if _pulled(out) else push_result_json(out.result)
     return entry
 
 
@@ -107,7 +111,7 @@ def fleet_json(fleet: Any) -> dict[str, Any]:  # a fleet.FleetResult
 def _moved(out: Any) -> str:
     if out.result is None:
         return "-"
-    if out.via == "pull":
+    if _pulled(out):
         return human_size(int(out.result.doc.get("bytes_transferred", 0)))
     return human_size(out.result.bytes_pushed)
 
@@ -115,7 +119,7 @@ def _moved(out: Any) -> str:
 def _files(out: Any) -> str:
     if out.result is None:
         return "-"
-    counts = out.result.doc.get("counts", {}) if out.via == "pull" else out.result.plan.counts()
+    counts = out.result.doc.get("counts", {}) if _pulled(out) else out.result.plan.counts()
     changed = counts.get("new", 0) + counts.get("update", 0)
     total = changed + counts.get("unchanged", 0)
     return f"{changed}/{total}"

@@ -17,13 +17,14 @@ from .render import plan_lines, result_json, summary_line
 
 def transfer_options(func):  # noqa: ANN001, ANN201 - a click decorator
     """`--connections`, `--chunk-size`, `--bwlimit`: the executor's knobs."""
-    func = click.option("--bwlimit", default=None, help="Cap the total rate, bytes/s (e.g. 50M).")(
-        func
-    )
+    func = click.option("--bwlimit", default=None, envvar="HFSYNC_BWLIMIT", show_envvar=True,
+                        help="Cap the total rate, bytes/s (e.g. 50M).")(func)  # fmt: skip
     func = click.option(
         "--chunk-size",
         default=DEFAULT_CHUNK_TEXT,
         show_default=True,
+        envvar="HFSYNC_CHUNK_SIZE",
+        show_envvar=True,
         help="Split big files into ranges of this size (e.g. 8M, 64M).",
     )(func)
     return click.option(
@@ -33,6 +34,8 @@ def transfer_options(func):  # noqa: ANN001, ANN201 - a click decorator
         type=click.IntRange(1, 256),
         default=DEFAULT_CONNECTIONS,
         show_default=True,
+        envvar="HFSYNC_CONNECTIONS",
+        show_envvar=True,
         help="Parallel HTTP connections shared by all files and chunks.",
     )(func)
 
@@ -55,7 +58,14 @@ def plan_options(func):  # noqa: ANN001, ANN201 - a click decorator
             click.option(
                 "--checksum", "-c", is_flag=True, help="Hash every held file, trust no metadata."
             ),
-            click.option("--quiet", "-q", is_flag=True, help="Print errors only."),
+            click.option(
+                "--quiet",
+                "-q",
+                is_flag=True,
+                envvar="HFSYNC_QUIET",
+                show_envvar=True,
+                help="Print errors only.",
+            ),
         ]
     ):
         func = decorator(func)
@@ -107,6 +117,12 @@ def progress_sink(enabled: bool) -> ProgressSink:
     help="Read the token from the first line of stdin (never argv, environment or disk).",
 )
 @click.option(
+    "--handoff-stdin",
+    is_flag=True,
+    hidden=True,  # the pull protocol's, not a user's: hfsync/remote/handoff.py
+    help="Read token, listing and data URLs from stdin (a fleet's driver resolved them).",
+)
+@click.option(
     "--exit-on-stdin-eof",
     is_flag=True,
     help="Stop (as Ctrl-C does: exit 130, partial downloads kept) when stdin ends.",
@@ -135,12 +151,14 @@ def sync(
     use_cache: bool,
     progress_json: bool,
     token_stdin: bool,
+    handoff_stdin: bool,
     exit_on_stdin_eof: bool,
 ) -> None:
     """Make DEST hold exactly REPO's files at --revision, fetching only what changed.
 
     Without DEST, fill the Hugging Face cache (as `from_pretrained` reads it).
     """
+    from ..orchestrate import GivenListing
     from ..orchestrate import sync as run_sync
 
     config = transfer_config(connections, chunk_size, bwlimit)
@@ -152,6 +170,19 @@ def sync(
         token = read_token_line()
         if token:
             remember_secret(token)
+    given = None
+    if handoff_stdin:
+        if token or token_stdin:
+            raise UsageError("give either --token/--token-stdin or --handoff-stdin, not both")
+        from ..remote.handoff import read_handoff
+
+        handoff = read_handoff()
+        token = handoff.token
+        if token:
+            remember_secret(token)
+        if handoff.commit != revision:
+            raise UsageError("--handoff-stdin: the document is for another commit than --revision")
+        given = GivenListing(handoff.commit, handoff.files, handoff.urls)
     if exit_on_stdin_eof:
         stop_on_stdin_eof()
     lines = JsonLinesProgress() if progress_json else None
@@ -173,6 +204,7 @@ def sync(
             config=config,
             cache_dir=cache_dir,
             progress=progress,
+            given=given,
         )
     finally:
         progress.close()

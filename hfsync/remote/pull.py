@@ -24,7 +24,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from hfsync import errors
 from hfsync.errors import HfsyncError, Interrupted, NetworkError, SSHError, UsageError
 from hfsync.remote.channel import ConnectionLostError, drain, first_line, send_stream
 from hfsync.remote.connection import SSHConnection, quote_command, remote_shell_quote
+from hfsync.remote.handoff import Handoff
 from hfsync.remote.probe import Probe, probe, reach_url
 from hfsync.remote.zipapp import ZipApp, build_zipapp, remote_path
 from hfsync.transfer.jobs import FileJob, NullProgress, ProgressSink, TransferConfig
@@ -151,8 +152,12 @@ def pull(
     *,
     token: str | None,
     progress: ProgressSink | None = None,
+    handoff: Handoff | None = None,
 ) -> PullResult:
-    """Run the pull on a probed host that can pull (`plan.blocker == ""`)."""
+    """Run the pull on a probed host that can pull (`plan.blocker == ""`).
+
+    `handoff`: the listing and data URLs of `options.revision` (a commit), resolved here once
+    for every host; the host then makes no API or `/resolve` call while they are valid."""
     started = time.monotonic()
     if plan.blocker:
         raise unreachable_error(conn, plan.blocker)
@@ -169,13 +174,18 @@ def pull(
             quote_command(argv),
             remote_shell_quote(remote_dir),
             quote_command(
-                ["--progress-json", "--token-stdin", "--exit-on-stdin-eof"]
+                ["--progress-json", "--handoff-stdin" if handoff else "--token-stdin"]
+                + ["--exit-on-stdin-eof"]
                 + ["--endpoint", plan.endpoint]
                 + options.argv()
             ),
         ]
     )
-    doc = run_remote(conn, command, token, progress or NullProgress())
+    if handoff is not None:
+        stdin = replace(handoff, token=token or None).encode()
+    else:
+        stdin = (token or "").encode() + b"\n"
+    doc = run_remote(conn, command, stdin, progress or NullProgress())
     return PullResult(
         doc=doc,
         host=conn.display,
@@ -252,17 +262,20 @@ class _Replay:
 
 
 def run_remote(
-    conn: SSHConnection, command: str, token: str | None, sink: ProgressSink
+    conn: SSHConnection, command: str, stdin: bytes, sink: ProgressSink
 ) -> dict[str, Any]:
-    """Run the host's `hfsync sync`, feeding the token and keeping stdin open until it exits;
-    return its result document or raise its error (same exit code and message)."""
+    """Run the host's `hfsync sync`, feeding it `stdin` (the token line, or the handoff
+    document with the token inside) and keeping stdin open until it exits; return its result
+    document or raise its error (same exit code and message)."""
     channel = conn.open_exec(command)
     replay = _Replay(sink)
     stderr: list[bytes] = []
     try:
-        channel.send((token or "").encode() + b"\n")  # one short line: fits the window
         reader = threading.Thread(target=_read_stderr, args=(channel, stderr), daemon=True)
-        reader.start()
+        reader.start()  # before a big handoff blocks on the window: the host may fail early
+        channel.settimeout(EVENT_TIMEOUT)
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.sendall(stdin)  # a host that stopped reading: its exit status tells why
         _read_lines(channel, replay.line)
         status = channel.recv_exit_status()
         reader.join(5)
