@@ -27,6 +27,7 @@ from .plan import Plan, PlanItem, PlanOptions, make_plan
 from .remote.connection import SSHConnection, connect
 from .remote.host import RemoteHost, check_remote_dir
 from .remote.push import Pusher, PushJob, PushOutcome
+from .remote.shell_host import open_host
 from .remote.sshcmd import parse_ssh_command
 from .remote.state import RemoteTarget, part_name
 from .targets.cache import CacheTarget
@@ -148,33 +149,35 @@ def to_remote(
     check_listing(files)
 
     conn = conn or connect(spec, timeout=connect_timeout)
-    host = RemoteHost(conn, remote_dir)
+    try:  # the control session (the lock unless a dry run): the agent, or the POSIX shell
+        host, helper_note = open_host(conn, remote_dir, lock=not dry_run)
+    except BaseException:
+        conn.close()
+        raise
     target = RemoteTarget(host)
     try:
         if dry_run:
-            target.open_unlocked()
             result = _plan(target, files, commit, include, exclude, delete, checksum)
         else:
-            with target.lock():
-                host.prestart_stream()
-                result = _plan(target, files, commit, include, exclude, delete, checksum)
-                if fetched:
-                    cache.write_listing(commit, files)
-                _apply(
-                    result, target, host, cache, client, config,
-                    max_delete=max_delete,
-                    download_progress=download_progress or NullProgress(),
-                    push_progress=push_progress or NullProgress(),
-                    streams=streams,
-                    backoff=reconnect_backoff,
-                    revision=revision,
-                )  # fmt: skip
+            host.prestart_stream()
+            result = _plan(target, files, commit, include, exclude, delete, checksum)
+            if fetched:
+                cache.write_listing(commit, files)
+            _apply(
+                result, target, host, cache, client, config,
+                max_delete=max_delete,
+                download_progress=download_progress or NullProgress(),
+                push_progress=push_progress or NullProgress(),
+                streams=streams,
+                backoff=reconnect_backoff,
+                revision=revision,
+            )  # fmt: skip
     finally:
         host.close()
     result.repo_id, result.repo_type, result.revision = repo_id, repo_type, revision
     result.via = "push"
     result.dry_run = dry_run
-    result.notes = list(conn.notes)
+    result.notes = list(conn.notes) + ([helper_note] if helper_note else [])
     result.duration = time.monotonic() - started
     result.api_calls = client.api_calls - calls_before
     return result

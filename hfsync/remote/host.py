@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import socket
 import threading
 from functools import lru_cache
@@ -29,6 +30,7 @@ from hfsync.remote.connection import SSHConnection, quote_command, remote_shell_
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
 NO_PYTHON_STATUS = 127
+OLD_PYTHON = "python3 is older than 3.6"
 REPLY_TIMEOUT = 300.0  # a scan with --checksum prints nothing until every file is hashed
 SEND_STALL = 60.0  # seconds without window space before the link counts as dead
 RELOCK_WAIT = 10.0  # after a reconnect the old holder may take a moment to notice
@@ -42,7 +44,10 @@ def agent_source() -> bytes:
 def agent_command(mode: str, root: str, *args: str) -> str:
     """`python3 -c <bootstrap> MODE ROOT ARGS`: the bootstrap reads the agent from stdin."""
     size = len(agent_source())
-    boot = f"import sys;exec(compile(sys.stdin.buffer.read({size}),'hfsync-agent','exec'))"
+    boot = (  # a python3 older than the agent's syntax counts as none (remote/shell_host.py)
+        f"import sys;sys.version_info>=(3,6) or sys.exit('hfsync-agent: {OLD_PYTHON}');"
+        f"exec(compile(sys.stdin.buffer.read({size}),'hfsync-agent','exec'))"
+    )
     words = ["python3", "-c", quote_command([boot]), quote_command([mode])]
     words.append(remote_shell_quote(root))
     words += [quote_command([a]) for a in args]
@@ -56,6 +61,23 @@ def check_remote_dir(remote_dir: str) -> str:
     if remote_dir.startswith("~") and remote_dir != "~" and not remote_dir.startswith("~/"):
         raise UsageError(f"REMOTE_DIR {remote_dir!r}: ~user paths are not supported; use ~/...")
     return remote_dir
+
+
+def locked_error(description: str, holder: str) -> LockedError:
+    """Exit 8 naming the holder line of the remote lock (`PID local HOST pid PID`)."""
+    pid, _, rest = (holder or "unknown").partition(" ")
+    return LockedError(
+        f"another hfsync (remote pid {pid}{', ' + rest if rest else ''}) is syncing "
+        f"{description}; try again when it finishes"
+    )
+
+
+class NoPythonError(SSHError):
+    """The host has no usable python3 for the agent; a push falls back to the POSIX shell
+    (remote/shell_host.py)."""
+
+
+NOT_FOUND = r"python3: (command )?not found|python3: No such"
 
 
 def agent_error(kind: Any, message: str) -> HfsyncError:
@@ -73,12 +95,12 @@ class Session:
     def __init__(self, host: RemoteHost, mode: str, *args: str) -> None:
         self.host = host
         self.generation = host.generation
-        self.channel = host.conn.open_exec(agent_command(mode, host.remote_dir, *args))
+        self.channel = host.conn.open_exec(self.command_line(mode, *args))
         self.channel.settimeout(SEND_STALL)
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.ended = False
         try:
-            self.send(agent_source())
+            self.send(self.preamble())
         except BaseException:
             self.channel.close()
             raise
@@ -102,13 +124,25 @@ class Session:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
                         try:
-                            self.replies.put(json.loads(line))
+                            self.replies.put(self.decode(line))
                         except ValueError:
                             self.replies.put({"error": first_line(line), "kind": "ssh"})
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
             self.replies.put(None)
+
+    def command_line(self, mode: str, *args: str) -> str:
+        """The remote command (a seam: remote/shell_push.py runs a shell loop instead)."""
+        return agent_command(mode, self.host.remote_dir, *args)
+
+    def preamble(self) -> bytes:
+        """What goes first on stdin: the agent's source."""
+        return agent_source()
+
+    def decode(self, line: bytes) -> dict[str, Any]:
+        """One reply line as a dict (ValueError when it is not one)."""
+        return json.loads(line)
 
     def send(self, data: bytes) -> None:
         """Send all of `data` (small: headers, requests); the memoryview loop avoids
@@ -147,10 +181,11 @@ class Session:
         """The error for an agent that stopped: a lost connection, or what it said."""
         if self.transport_gone():
             return ConnectionLostError(f"SSH connection to {self.host.conn.display} lost")
+        self.channel.status_event.wait(2.0)  # the exit status may trail the end of output
         status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
         said = self.stderr_line()
-        if status == NO_PYTHON_STATUS or "python3: not found" in said or "python3: No such" in said:
-            return SSHError(
+        if status == NO_PYTHON_STATUS or OLD_PYTHON in said or re.search(NOT_FOUND, said):
+            return NoPythonError(
                 f"{self.host.conn.display} has no python3 on its PATH; hfsync's remote helper "
                 "needs it (e.g. apt-get install python3-minimal)"
             )
@@ -224,11 +259,7 @@ class RemoteHost:
             raise error
         if "busy" in hello:
             session.close()
-            pid, _, rest = (str(hello["busy"]) or "unknown").partition(" ")
-            raise LockedError(
-                f"another hfsync (remote pid {pid}{', ' + rest if rest else ''}) is syncing "
-                f"{self.description}; try again when it finishes"
-            )
+            raise locked_error(self.description, str(hello["busy"]))
         if "error" in hello:
             session.close()
             raise agent_error(hello.get("kind"), f"{self.description}: {hello['error']}")
@@ -241,13 +272,24 @@ class RemoteHost:
         assert self._control is not None, "open() first"
         return self._control.request({"op": op, **request})
 
+    def call_with_progress(self, op: str, on_progress: Any, **request: Any) -> dict[str, Any]:
+        """`call` with `progress` asked for: the agent's `{"hashed": [files, bytes]}` lines go
+        to `on_progress(files, bytes)` until the reply (each line restarts the timeout)."""
+        assert self._control is not None, "open() first"
+        session = self._control
+        reply = session.request({"op": op, "progress": True, **request})
+        while "hashed" in reply and len(reply) == 1:
+            on_progress(*reply["hashed"])
+            reply = session.expect()
+        return reply
+
     def prestart_stream(self) -> None:
         """Start opening a push stream now, so its remote process (a login shell and python3
         starting: 0.4-0.7 s on some hosts) starts while the scan and the plan run."""
 
         def opener() -> None:
             try:
-                self._spare.append(Session(self, "recv"))
+                self._spare.append(self.open_stream())
             except BaseException as exc:  # noqa: BLE001 - handed to whoever asks next
                 self._spare.append(exc)
 
@@ -264,6 +306,10 @@ class RemoteHost:
                 if spare.generation == self.generation and not spare.ended:
                     return spare
                 spare.close()
+        return self.open_stream()
+
+    def open_stream(self) -> Session:
+        """A new push stream (a seam: remote/shell_host.py's ShellHost opens shell ones)."""
         return Session(self, "recv")
 
     def reconnect(self, seen_generation: int, tries: int = 3, backoff: float = 1.0) -> None:
