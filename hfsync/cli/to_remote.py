@@ -85,6 +85,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:  # noqa: ARG001
     default=None,
     help="Seconds to wait for the SSH connection (default: ConnectTimeout, else 30).",
 )
+@click.option(
+    "--streams",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Push: files at a time, each on its own remote helper over the one SSH connection "
+    "(helps many small files when the host, not the link, is the limit).",
+)
 @handle_errors
 def to_remote(
     repo: str,
@@ -112,6 +120,7 @@ def to_remote(
     extra_hosts: tuple[str, ...],
     hosts_file: Path | None,
     parallel_hosts: int | None,
+    streams: int,
 ) -> None:
     """Make REMOTE_DIR on the SSH host hold exactly REPO's files, pushing only what changed.
 
@@ -132,7 +141,7 @@ def to_remote(
         repo, remote_dir, repo_type=repo_type, revision=revision, include=include,
         exclude=exclude, delete=delete, max_delete=max_delete, dry_run=dry_run,
         checksum=checksum, token=token, endpoint=endpoint, config=config,
-        cache_dir=cache_dir, via=via, connect_timeout=connect_timeout,
+        cache_dir=cache_dir, via=via, connect_timeout=connect_timeout, streams=streams,
     )  # fmt: skip
     hosts = [ssh_command, *extra_hosts]
     if hosts_file is not None:
@@ -158,7 +167,7 @@ def to_remote(
             click.echo(f"hfsync: via {outcome.via}: {outcome.via_reason}", err=True)
         for note in result.notes:
             click.echo(f"hfsync: note: {note}", err=True)
-    if outcome.via == "pull":
+    if hasattr(result, "doc"):  # the host ran the pull (a dry run plans the push way)
         _pull_output(result, repo, quiet=quiet, as_json=as_json, dry_run=dry_run)
         return
     echo_outcome(

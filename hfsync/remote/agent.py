@@ -101,7 +101,7 @@ def meta_vouches(text, mtime, etag):
     return meta_etag == etag and not mtime - 1 > ts
 
 
-def hash_file(path, etag, size):
+def hash_file(path, etag, size, tick=None):
     h = new_hasher(etag, size)
     with open(path, "rb") as f:
         while True:
@@ -109,7 +109,24 @@ def hash_file(path, etag, size):
             if not b:
                 break
             h.update(b)
+            if tick is not None:
+                tick(len(b))
     return h.hexdigest()
+
+
+class Ticker:
+    """`scan` with "progress": one {"hashed": [files, bytes]} line at most every 0.5 s while
+    hashing (hfsync verify --remote draws them; they also keep the reply timeout alive)."""
+
+    def __init__(self):
+        self.files, self.bytes, self.last = 0, 0, time.time()
+
+    def __call__(self, nbytes, done=False):
+        self.bytes += nbytes
+        self.files += 1 if done else 0
+        if time.time() - self.last >= 0.5:
+            self.last = time.time()
+            out({"hashed": [self.files, self.bytes]})
 
 
 def walk(root):
@@ -149,6 +166,7 @@ def do_scan(root, req):
     listed = req.get("files", {})
     checksum = req.get("checksum", False)
     paths = list(walk(root)) if req.get("all_files") else list(listed)
+    tick = Ticker() if req.get("progress") else None
     files = []
     for rel in paths:
         full = os.path.join(root, *rel.split("/"))
@@ -164,16 +182,21 @@ def do_scan(root, req):
         if want is not None and st.st_size == want[0]:
             if checksum or not meta_vouches(meta, st.st_mtime, want[1]):
                 try:
-                    digest = hash_file(full, want[1], st.st_size)
+                    digest = hash_file(full, want[1], st.st_size, tick)
                 except OSError:
                     digest = None
+                if tick is not None:
+                    tick(0, done=True)
         files.append([rel, st.st_size, st.st_mtime, meta, digest])
-    return {
+    reply = {
         "root": os.path.realpath(root),
         "exists": os.path.isdir(root),
         "files": files,
         "parts": parts_under(root) if os.path.isdir(root) else [],
     }
+    if tick is not None:
+        reply["hashed"] = [tick.files, tick.bytes]
+    return reply
 
 
 def write_meta(root, root_real, rel, commit, etag):
@@ -318,6 +341,32 @@ def skip(stdin, n):
         n -= len(b)
 
 
+RECV_BUFFER = 64 << 10
+_buffers = []
+
+
+def receive_bytes(stdin, fd, h, left):
+    """Copy `left` bytes of stdin to `fd`, hashing them on the way.
+
+    Why this shape (measured, CPU s per GiB through a pipe, hash and write included): `read1`
+    allocated a fresh 1 MiB bytes object per 64 KiB pipe read (mmap/mremap/munmap and page
+    faults each time): 3.3 s. `readinto` one reused buffer: 3.2 s at 4 MiB, 2.2 s at 256 KiB,
+    1.75 s at 64 KiB, because a buffer that stays in the CPU cache is read from the pipe,
+    hashed and written without three trips through RAM; 32 KiB costs more Python per byte."""
+    if not _buffers:
+        _buffers.append(bytearray(RECV_BUFFER))
+    view = memoryview(_buffers[0])
+    while left > 0:
+        n = stdin.readinto(view[: min(left, RECV_BUFFER)])
+        if not n:
+            raise EOFError
+        chunk = view[:n]
+        h.update(chunk)
+        while chunk:
+            chunk = chunk[os.write(fd, chunk) :]
+        left -= n
+
+
 def receive_one(stdin, root, root_real, hdr):
     """One frame. Returns the reply; raises EOFError when the stream ended mid-frame (the part
     keeps what arrived, for the next run to resume) and OSError on a disk failure."""
@@ -350,16 +399,7 @@ def receive_one(stdin, root, root_real, hdr):
             h.update(b)
             done += len(b)
         os.lseek(fd, offset, os.SEEK_SET)
-        left = size - offset
-        while left > 0:
-            b = stdin.read1(min(left, READ))
-            if not b:
-                raise EOFError
-            h.update(b)
-            view = memoryview(b)
-            while view:
-                view = view[os.write(fd, view) :]
-            left -= len(b)
+        receive_bytes(stdin, fd, h, size - offset)
     finally:
         os.close(fd)
     if h.hexdigest() != etag:

@@ -96,6 +96,8 @@ def send_stream(
             )  # fmt: skip
     if offset:
         source.seek(offset)
+    if length is not None:  # a 3 KiB file needs no 8 MiB buffer (mmap + faults per file)
+        buffer_size = max(1, min(buffer_size, length))
     buf = bytearray(buffer_size)
     view = memoryview(buf)
     sent_total = 0

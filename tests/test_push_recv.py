@@ -1,0 +1,116 @@
+"""The push path's receive loop and `--streams`: the agent (`agent.py recv`) run as the host
+runs it, fed framed files on stdin, and the CLI pushing with several streams to a real sshd.
+
+The agent reads each frame through one reused buffer (RECV_BUFFER) in as many pieces as the
+pipe delivers; these tests pin what a user relies on: bytes that cross buffer boundaries land
+exactly, a stream cut mid-frame leaves only the part file (never a final file), and the next
+push resumes from that part and verifies the whole file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfsync.remote import agent
+from hfsync.testing.hub import HubEmulator
+from tests.clirun import hfsync, user_files
+from tests.sshd import SSHServer
+
+pytest_plugins = ["tests.sshd"]
+
+AGENT = Path(agent.__file__)
+COMMIT = "c" * 40
+
+
+def frame(path: str, data: bytes, offset: int = 0) -> bytes:
+    etag = hashlib.sha256(data).hexdigest()
+    header = {"p": path, "s": len(data), "e": etag, "c": COMMIT, "o": offset}
+    header["q"] = f"{path}.{etag[:16]}.hfsync-part"
+    return json.dumps(header).encode() + b"\n" + data[max(offset, 0) :]
+
+
+def recv(root: Path, stdin: bytes) -> list[dict]:
+    root = root / "host"  # not tmp_path itself: ssh_home puts a HOME there
+    proc = subprocess.run(
+        [sys.executable, str(AGENT), "recv", str(root)], input=stdin, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_files_larger_and_smaller_than_the_buffer_land_byte_exact(tmp_path: Path) -> None:
+    big = os.urandom(agent.RECV_BUFFER * 3 + 12345)  # crosses buffer boundaries, odd tail
+    files = {
+        "model.safetensors": big,
+        "a/tiny.json": b"{}",
+        "a/b/edge.bin": os.urandom(agent.RECV_BUFFER),
+    }
+    replies = recv(tmp_path, b"".join(frame(p, d) for p, d in files.items()))
+    assert [r["ok"] for r in replies] == [True] * 3
+    for path, data in files.items():
+        assert (tmp_path / "host" / path).read_bytes() == data
+    assert not list(tmp_path.rglob("*.hfsync-part"))
+
+
+def test_cut_mid_frame_keeps_only_the_part_and_the_next_push_resumes(tmp_path: Path) -> None:
+    data = os.urandom(agent.RECV_BUFFER * 2 + 777)
+    cut = agent.RECV_BUFFER + 100  # inside the second buffer's worth
+    assert recv(tmp_path, frame("w.bin", data)[: -(len(data) - cut)]) == []
+    assert not (tmp_path / "host" / "w.bin").exists()  # nothing unverified at the final path
+    (part,) = tmp_path.rglob("*.hfsync-part")
+    assert part.read_bytes() == data[:cut]
+    # The next run asks where the part stands (offset -1) and sends only the rest.
+    header, _, _ = frame("w.bin", data, -1).partition(b"\n")
+    replies = recv(tmp_path, header + b"\n" + data[cut:])
+    assert replies[0] == {"p": "w.bin", "at": cut}
+    assert replies[1]["ok"] and replies[1]["n"] == len(data) - cut
+    assert (tmp_path / "host" / "w.bin").read_bytes() == data
+
+
+def test_corrupt_bytes_are_refused_and_leave_no_file(tmp_path: Path) -> None:
+    data = os.urandom(agent.RECV_BUFFER + 5)
+    framed = bytearray(frame("x.bin", data))
+    framed[-3] ^= 0xFF
+    (reply,) = recv(tmp_path, bytes(framed))
+    assert reply["ok"] is False and reply["kind"] == "integrity"
+    assert not (tmp_path / "host" / "x.bin").exists()
+    assert not list(tmp_path.rglob("*.hfsync-part"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(ssh_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HFSYNC_VIA", "push")
+    return ssh_home
+
+
+def test_push_with_several_streams_is_byte_exact(
+    hub: HubEmulator, hf_env: Path, sshd_server: SSHServer, tmp_path: Path
+) -> None:
+    files = {f"data/{i:03d}.bin": os.urandom(1000 + 997 * i) for i in range(40)}
+    files["model.safetensors"] = os.urandom(2 * 1024 * 1024 + 3)
+    hub.create_repo("org/many")
+    hub.commit("org/many", files=files)
+    files[".gitattributes"] = hub.read_file("org/many", ".gitattributes", "main")
+    dest = tmp_path / "remote"
+    result = hfsync(
+        "to-remote", "org/many", sshd_server.command(), dest, "--streams", "3", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert user_files(dest) == files
+    doc = json.loads(result.stdout)
+    assert doc["bytes_pushed"] == sum(len(v) for v in files.values())
+
+
+def test_streams_out_of_range_is_a_usage_error(sshd_server: SSHServer, tmp_path: Path) -> None:
+    result = hfsync(
+        "to-remote", "org/many", sshd_server.command(), tmp_path / "r", "--streams", "0"
+    )
+    assert result.returncode == 2
+    assert "--streams" in result.stderr
+    assert "Traceback" not in result.stderr
