@@ -11,8 +11,7 @@ session's:
 - a redirect is not followed: the 3xx is drained and `get` answers None ("not mine"), and the
   client repeats the request through the session, whose redirect and auth-stripping rules then
   apply (and sends every later API call there too);
-- TLS as `requests` verifies it: the REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE bundle, else certifi's,
-  hostname checked;
+- TLS as `requests` verifies it (hfsync/tls.py);
 - statuses, retries, Retry-After and error texts are `HubClient.request`'s: this only moves
   bytes, and raises `OSError` / `http.client.HTTPException` for a failed try, as the session
   raises `requests.RequestException`.
@@ -23,11 +22,10 @@ from __future__ import annotations
 import codecs
 import http.client
 import json
-import os
 import threading
 from urllib.parse import urlencode, urlsplit
 
-from . import env
+from . import env, tls
 from .defaults import CONNECT_TIMEOUT, READ_TIMEOUT, origin
 
 # What a failed try raises (the client retries these like the session's RequestException).
@@ -128,7 +126,7 @@ class DirectApi:
         conn: http.client.HTTPConnection
         if self._https:
             conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=CONNECT_TIMEOUT, context=_tls_context()
+                self._host, self._port, timeout=CONNECT_TIMEOUT, context=tls.client_context()
             )
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
@@ -142,20 +140,3 @@ class DirectApi:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-
-def _tls_context():  # noqa: ANN202 - ssl.SSLContext; ssl is imported only for https
-    """Certificate checks as `requests` makes them: the configured bundle (a file or a folder),
-    else certifi's, and not the system store; hostname checked, TLS 1.2 or newer."""
-    import ssl
-
-    import certifi
-
-    bundle = env.ca_bundle() or certifi.where()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if os.path.isdir(bundle):
-        context.load_verify_locations(capath=bundle)
-    else:
-        context.load_verify_locations(cafile=bundle)
-    return context

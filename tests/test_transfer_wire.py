@@ -64,7 +64,7 @@ class OneShotServer:
 def client() -> Iterator[DataClient]:
     session = requests.Session()
     session.trust_env = False
-    data = DataClient(session, ("http", "hub.example", 80), "hf_secret", None)
+    data = DataClient(session, ("http", "hub.example", 80), "hf_secret")
     yield data
     data.close()
 
@@ -100,7 +100,7 @@ def test_the_token_goes_only_to_the_hub_origin(client: DataClient) -> None:
     finally:
         server.close()
     hub = DataClient(
-        requests.Session(), ("http", "127.0.0.1", None), "hf_secret", None
+        requests.Session(), ("http", "127.0.0.1", None), "hf_secret"
     )  # origin() of a URL without a port: (scheme, host, default port)
     server = OneShotServer(b"ok")
     try:
@@ -149,13 +149,13 @@ def test_an_origin_a_proxy_applies_to_goes_through_the_proxy(
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     session = requests.Session()  # trust_env: what the Hub client keeps when a proxy is set
-    data = DataClient(session, ("http", "hub.example", 80), None, None)
+    data = DataClient(session, ("http", "hub.example", 80), None)
     try:
         with pytest.raises(WireError):
             data.get(f"http://127.0.0.1:{server.port}/f", {}, (2.0, 5.0))
         assert server.accepted == 0, "the proxy was bypassed"
         monkeypatch.setenv("no_proxy", "127.0.0.1")
-        direct = DataClient(session, ("http", "hub.example", 80), None, None)
+        direct = DataClient(session, ("http", "hub.example", 80), None)
         assert read_all(direct.get(f"http://127.0.0.1:{server.port}/f", {}, TIMEOUTS)) == (
             b"direct"
         )

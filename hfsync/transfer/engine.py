@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from .. import env, httplog
+from .. import httplog
 from ..auth import redact
 from ..defaults import INTERRUPTED_MESSAGE, origin
 from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
@@ -159,7 +159,6 @@ class _Engine:
             client.session,
             origin(client.endpoint),
             client.token,
-            env.ca_bundle(),
             on_response=httplog.log_request if httplog.enabled() else None,
         )
         try:

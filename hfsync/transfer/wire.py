@@ -7,8 +7,8 @@ Why not `requests` here: on this kind of machine a streamed `requests` GET costs
 
 The rules stay those of the API session (`hub._HubSession`): `Authorization` only to the Hub
 endpoint's own origin (never to the CDN, whatever redirects say), `Accept-Encoding: identity`,
-the same User-Agent, the CA bundle of `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE` (else certifi's, as
-requests uses), connect and read timeouts. An origin that a proxy variable applies to is fetched
+the same User-Agent, certificates checked as `requests` checks them (hfsync/tls.py), connect
+and read timeouts. An origin that a proxy variable applies to is fetched
 through the `requests` session instead (its proxy, `no_proxy` and tunnel handling, unchanged):
 speed is not the point behind a proxy, being right is.
 
@@ -19,15 +19,15 @@ finished (body bytes read, seconds from sending to finishing): the `--debug` log
 from __future__ import annotations
 
 import http.client
-import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
 import requests
+
+from .. import tls
 
 OnResponse = Callable[[str, str, int, int, float], None]
 # Errors of a request on a kept-alive connection the server may have closed meanwhile: sent
@@ -175,13 +175,11 @@ class DataClient:
         session: requests.Session,
         hub_origin: tuple[str, str, int | None],
         token: str | None,
-        ca_bundle: str | None,
         on_response: OnResponse | None = None,
     ) -> None:
         self.session = session  # proxied origins only
         self.hub_origin = hub_origin
         self.token = token
-        self.ca_bundle = ca_bundle
         self.on_response = on_response
         agent = session.headers.get("User-Agent") or "hfsync"
         self._base = {"User-Agent": agent, "Accept-Encoding": "identity", "Accept": "*/*"}
@@ -189,7 +187,6 @@ class DataClient:
         self._all: list[_Connections] = []
         self._lock = threading.Lock()
         self._proxied: dict[tuple[str, str], bool] = {}
-        self._ssl: ssl.SSLContext | None = None
 
     def get(
         self, url: str, headers: dict[str, str], timeouts: tuple[float, float]
@@ -215,25 +212,6 @@ class DataClient:
         if parts.query:
             target += "?" + parts.query
         return conns.get(key, parts, url, target, sent, timeouts)
-
-    def ssl_context(self) -> ssl.SSLContext:
-        with self._lock:
-            if self._ssl is None:
-                bundle = self.ca_bundle
-                if not bundle:
-                    try:
-                        import certifi
-
-                        bundle = certifi.where()
-                    except ImportError:
-                        bundle = None
-                if bundle and os.path.isdir(bundle):
-                    context = ssl.create_default_context(capath=bundle)
-                else:
-                    context = ssl.create_default_context(cafile=bundle)
-                context.set_alpn_protocols(["http/1.1"])
-                self._ssl = context
-            return self._ssl
 
     def close(self) -> None:
         """Close every worker's connections (end of the run)."""
@@ -339,7 +317,7 @@ class _Connections:
         conn: http.client.HTTPConnection
         if key[0] == "https":
             conn = http.client.HTTPSConnection(
-                host, port, timeout=connect, context=self.client.ssl_context()
+                host, port, timeout=connect, context=tls.client_context()
             )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect)
