@@ -206,6 +206,19 @@ def ssh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def archive_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One XDG cache for the whole session, so the pull archive is built once, not per test."""
+    return tmp_path_factory.mktemp("xdg")
+
+
+@pytest.fixture
+def pull_home(ssh_home: Path, archive_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`ssh_home`, with the session's archive cache (pull tests: `usefixtures("pull_home")`)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(archive_cache))
+    return ssh_home
+
+
 @dataclass
 class LoginUser:
     name: str

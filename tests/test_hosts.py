@@ -17,18 +17,9 @@ from tests.clirun import hfsync, user_files
 from tests.sshd import LoginUser, SSHServer, create_login_user, free_port, remove_login_user
 
 pytest_plugins = ["tests.sshd"]
+pytestmark = pytest.mark.usefixtures("pull_home")  # one archive build per session
 
 REPO = "org/model"
-
-
-@pytest.fixture(scope="session")
-def zip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(ssh_home: Path, zip_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(zip_cache))
 
 
 @pytest.fixture

@@ -25,19 +25,10 @@ from tests.sshd import LoginUser, SSHServer, create_login_user, remove_login_use
 from tests.tcpproxy import TCPProxy
 
 pytest_plugins = ["tests.sshd"]
+pytestmark = pytest.mark.usefixtures("pull_home")  # one archive build per session
 
 REPO = "org/model"
 TOKEN = "hf_fleetSecretToken0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def zip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(ssh_home: Path, zip_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(zip_cache))
 
 
 def _users(server: SSHServer, n: int) -> Iterator[list[LoginUser]]:
