@@ -93,11 +93,16 @@ def sync(
     progress = progress or NullProgress()
     calls_before = client.api_calls
 
+    # The commit is looked up before the target's lock is taken: a missing repo, a bad token or
+    # a dead endpoint then leaves DEST exactly as it was (no `.cache/huggingface` created).
+    commit = given.commit if given is not None else None
+    if commit is None:
+        commit = client.resolve_revision(repo_id, repo_type, revision)
+
     def run() -> SyncResult:
         if given is not None:
-            commit, files, fetched = given.commit, list(given.files), True
+            files, fetched = list(given.files), True
         else:
-            commit = client.resolve_revision(repo_id, repo_type, revision)
             files = target.read_listing(commit)
             fetched = False
         if files is None:

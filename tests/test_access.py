@@ -74,3 +74,5 @@ def test_unknown_repo_and_revision(repos: None, tmp_path: Path) -> None:
     rev = hfsync("sync", "org/public", tmp_path / "h", "--revision", "no-such-branch")
     assert rev.returncode == 3 and "revision not found" in rev.stderr
     assert len(rev.stderr.strip().splitlines()) == 1, "one clear line"
+    # nothing is created for a repo or revision that does not exist: no DEST, no state folder
+    assert not (tmp_path / "g").exists() and not (tmp_path / "h").exists()
