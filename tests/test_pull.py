@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from hfsync.remote.zipapp import build_zipapp
 from hfsync.testing.hub import HubEmulator
 from tests.clirun import body_bytes, downloads, hfsync, user_files
+from tests.procsample import ProcSampler
 from tests.sshd import LoginUser, SSHServer, create_login_user, free_port, remove_login_user
 from tests.tcpproxy import TCPProxy
 
@@ -157,40 +157,17 @@ def test_private_repo_token_is_in_no_remote_argv_environment_or_file(
     hub.add_token(TOKEN, grants=[REPO])
     hub.faults.rate_per_conn = 2_000_000  # ~2 s of download to sample during
     uid = user.home.stat().st_uid
-    seen_remote_run = threading.Event()
-    leaks: list[str] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmdline = (entry / "cmdline").read_bytes()
-                    mine = entry.stat().st_uid == uid
-                    environ = (entry / "environ").read_bytes() if mine else b""
-                except OSError:
-                    continue
-                if TOKEN.encode() in cmdline or TOKEN.encode() in environ:
-                    leaks.append(cmdline.decode(errors="replace"))
-                if mine and b".pyz" in cmdline and b"sync" in cmdline:
-                    seen_remote_run.set()
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    sampler = ProcSampler(
+        {uid}, lambda: [TOKEN.encode()], lambda argv: b".pyz" in argv and b"sync" in argv
+    )
+    with sampler:
         result = to_remote(
             sshd_server.command(user=user.name), "private", "--via", "pull",
             env={"HF_TOKEN": TOKEN},
         )  # fmt: skip
-    finally:
-        stop.set()
-        sampler.join(5)
     assert result.returncode == 0, result.stderr
-    assert seen_remote_run.is_set(), "the sampler saw the remote hfsync run"
-    assert leaks == []
+    assert sampler.seen.is_set(), "the sampler saw the remote hfsync run"
+    assert sampler.leaks == []
     assert user_files(user.home / "private") == repo
     for path in user.home.rglob("*"):
         if path.is_file() and not path.is_symlink():

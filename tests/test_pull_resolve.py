@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from hfsync.remote.handoff import Handoff
 from hfsync.remote.zipapp import build_zipapp
 from hfsync.testing.hub import HubEmulator
 from tests.clirun import hfsync, user_files
+from tests.procsample import ProcSampler
 from tests.sshd import LoginUser, SSHServer, create_login_user, remove_login_user
 from tests.tcpproxy import TCPProxy
 
@@ -135,39 +134,18 @@ def test_private_repo_token_and_signed_urls_are_in_no_remote_argv_or_file(
     hub.add_token(TOKEN, grants=[REPO])
     hub.faults.rate_per_conn = 3_000_000  # a second or so of download to sample during
     uids = {u.home.stat().st_uid for u in three}
-    leaks: list[str] = []
-    seen = threading.Event()
-    stop = threading.Event()
 
     def secrets() -> list[bytes]:
         return [TOKEN.encode(), *(s.encode() for s in list(hub.signer.issued))]
 
-    def sample() -> None:
-        while not stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmdline = (entry / "cmdline").read_bytes()
-                    mine = entry.stat().st_uid in uids
-                except OSError:
-                    continue
-                if any(s in cmdline for s in secrets()):
-                    leaks.append(cmdline.decode(errors="replace"))
-                if mine and b".pyz" in cmdline and b"--handoff-stdin" in cmdline:
-                    seen.set()
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    sampler = ProcSampler(
+        uids, secrets, lambda argv: b".pyz" in argv and b"--handoff-stdin" in argv
+    )
+    with sampler:
         result = fleet(sshd_server, three, "private", env={"HF_TOKEN": TOKEN})
-    finally:
-        stop.set()
-        sampler.join(5)
     assert result.returncode == 0, result.stderr
-    assert seen.is_set(), "the sampler saw a host's hfsync take the handoff"
-    assert leaks == []
+    assert sampler.seen.is_set(), "the sampler saw a host's hfsync take the handoff"
+    assert sampler.leaks == []
     signatures = secrets()[1:]
     assert signatures, "the driver resolved signed URLs to hand over"
     for u in three:
