@@ -20,6 +20,7 @@ from .errors import RemotePathError, UsageError
 REPO_TYPES = ("model", "dataset", "space")
 _REPO_ID = re.compile(r"[\w.\-]{1,96}(/[\w.\-]{1,96})?")
 _CONTROL = re.compile(r"[\x00-\x1f]")
+_DOT_OR_EMPTY = frozenset(("", ".", ".."))
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,13 @@ def check_remote_path(path: str) -> None:
         problem = "control character"
     elif path.startswith("/"):
         problem = "absolute path"
-    else:
+    elif path[0] == "." or "//" in path or "/." in path or path.endswith("/") or ":" in path:
+        # Only such a path can hold a '', '.' or '..' segment, a drive or the state folder;
+        # the others (nearly all) skip the split.
         parts = path.split("/")
-        if any(part in ("", ".", "..") for part in parts):
+        if not _DOT_OR_EMPTY.isdisjoint(parts):
             problem = "'..', '.' or empty segment"
-        elif any(":" in part and ntpath.splitdrive(part)[0] for part in parts):
+        elif ":" in path and any(":" in part and ntpath.splitdrive(part)[0] for part in parts):
             problem = "drive path"
         elif parts[0] == ".cache" and len(parts) > 1 and parts[1] == "huggingface":
             problem = "collides with the .cache/huggingface state folder"
@@ -113,17 +116,28 @@ def check_remote_path(path: str) -> None:
         )
 
 
-def check_listing(files: Iterable[RemoteFile]) -> None:
+def check_listing(files: Iterable[RemoteFile]) -> ValidatedListing:
     """Refuse the whole listing if any entry is unsafe or unverifiable, before anything looks
-    at the target (the full rules: `validate_listing`)."""
-    validate_listing(files)
+    at the target (the full rules: `validate_listing`); returns it as a `ValidatedListing`."""
+    return validate_listing(files)
+
+
+class ValidatedListing(tuple):  # tuple[RemoteFile, ...]
+    """A listing that passed `validate_listing`, which alone makes one.
+
+    A tuple of frozen `RemoteFile`s cannot change after the check, so it stays valid: handing
+    it to `validate_listing` again (the planner, the orchestration, the tree cache all ask)
+    costs nothing instead of a pass over every entry (issue 12: three passes per no-op).
+    """
+
+    __slots__ = ()
 
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def validate_listing(files: Iterable[RemoteFile]) -> None:
+def validate_listing(files: Iterable[RemoteFile]) -> ValidatedListing:
     """Refuse a listing hfsync could not verify a download against, or could not place.
 
     Every byte is checked against the listed content id, so an id that is not one (not 40 or
@@ -132,10 +146,14 @@ def validate_listing(files: Iterable[RemoteFile]) -> None:
     path that is a file and also a folder of another file (`a` and `a/b`), makes the target's
     final state depend on the order files happen to land. Raises RemotePathError (exit 5)
     naming the first bad entry; pure, so every entry point (API listing, cached
-    `trees/<commit>.json`, the orchestration) applies the same rules.
+    `trees/<commit>.json`, the orchestration) applies the same rules. Returns the entries as
+    a `ValidatedListing`; one passed in is returned as it is.
     """
+    if type(files) is ValidatedListing:
+        return files
+    files = tuple(files)
     seen: set[str] = set()
-    order: list[str] = []  # listing order, so the message names the same entry every run
+    hex40, hex64 = _HEX40.fullmatch, _HEX64.fullmatch  # one lookup, not one per entry
     for remote_file in files:
         path = remote_file.path
         if not isinstance(path, str):
@@ -145,21 +163,22 @@ def validate_listing(files: Iterable[RemoteFile]) -> None:
         if type(size) is not int or size < 0:
             _unverifiable(path, f"size {_short(size)} is not a non-negative integer")
         blob_id = remote_file.blob_id
-        if not isinstance(blob_id, str) or not _HEX40.fullmatch(blob_id):
+        if not isinstance(blob_id, str) or not hex40(blob_id):
             _unverifiable(path, f"blob id {_short(blob_id)} is not 40 lowercase hex digits")
         sha256 = remote_file.lfs_sha256
-        if sha256 is not None and (not isinstance(sha256, str) or not _HEX64.fullmatch(sha256)):
+        if sha256 is not None and (not isinstance(sha256, str) or not hex64(sha256)):
             _unverifiable(path, f"LFS sha256 {_short(sha256)} is not 64 lowercase hex digits")
         if path in seen:
             _unverifiable(path, "listed twice")
         seen.add(path)
-        order.append(path)
-    for path in order:
+    for remote_file in files:  # listing order, so the message names the same entry every run
+        path = remote_file.path
         cut = path.rfind("/")
         while cut > 0:
             if path[:cut] in seen:
                 _unverifiable(path, f"{path[:cut]!r} is listed both as a file and as its folder")
             cut = path.rfind("/", 0, cut)
+    return ValidatedListing(files)
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -32,7 +32,7 @@ from .errors import (
     RevisionNotFoundError,
     UsageError,
 )
-from .files import RemoteFile, validate_listing
+from .files import RemoteFile, ValidatedListing, validate_listing
 from .gate import OriginGate
 from .retry import RETRYABLE_STATUS, RetryPolicy, describe, server_wait
 from .version import __version__
@@ -141,15 +141,14 @@ class HubClient:
             raise HfsyncError(f"{self.endpoint} returned no commit for {repo_id}@{revision}")
         return sha
 
-    def list_files(self, repo_id: str, repo_type: str, commit: str) -> list[RemoteFile]:
+    def list_files(self, repo_id: str, repo_type: str, commit: str) -> ValidatedListing:
         """Every file of the commit, following the `Link: rel="next"` pagination to the end.
 
         The listing is validated here, where it enters (`files.validate_listing`): a hostile
-        or broken one is refused with exit 5 before any caller can act on it.
+        or broken one is refused with exit 5 before any caller can act on it, and the
+        `ValidatedListing` it returns is not checked again by the planner.
         """
-        files = list(self.iter_files(repo_id, repo_type, commit))
-        validate_listing(files)
-        return files
+        return validate_listing(self.iter_files(repo_id, repo_type, commit))
 
     def iter_files(self, repo_id: str, repo_type: str, commit: str) -> Iterator[RemoteFile]:
         url: str | None = self.api_url(repo_id, repo_type, "tree", commit)

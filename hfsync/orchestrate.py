@@ -108,7 +108,7 @@ def sync(
         if files is None:
             files = client.list_files(repo_id, repo_type, commit)
             fetched = True
-        check_listing(files)  # before the target is even looked at
+        files = check_listing(files)  # before the target is even looked at; once per run
         # Only the selected files are scanned against the listing: an excluded file is never
         # hashed (`--checksum`, or a `cp -r` copy without metadata); a `--delete` walk only
         # stats it. The planner still sees the whole listing: excluded files show as skipped.

@@ -8,6 +8,7 @@ unchanged live in one place that tests can exercise with plain data (docs/archit
 from __future__ import annotations
 
 import fnmatch
+import operator
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -100,6 +101,8 @@ def _expand(pattern: str) -> str:
 def selected(path: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
     """`hf download`'s allow/ignore semantics: kept if it matches an include (when any are
     given) and no exclude. `*` matches across `/`, and `dir/` means everything below `dir`."""
+    if not include and not exclude:
+        return True  # no filters (the common case): asked once per listed file, twice a run
     include = list(include)
     if include and not any(fnmatch.fnmatch(path, _expand(p)) for p in include):
         return False
@@ -113,11 +116,9 @@ def make_plan(
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
     """Decide, for every remote and local file, what the sync will do and why."""
-    remote_files = list(remote)
-    check_listing(remote_files)
-    remote_paths = {remote_file.path for remote_file in remote_files}
+    remote_files = check_listing(remote)  # free for a listing already validated
     items: list[PlanItem] = []
-    for remote_file in sorted(remote_files, key=lambda f: f.path):
+    for remote_file in sorted(remote_files, key=_by_path):
         if not selected(remote_file.path, options.include, options.exclude):
             items.append(
                 PlanItem(
@@ -127,6 +128,7 @@ def make_plan(
             continue
         items.append(_compare(commit, remote_file, local.get(remote_file.path)))
     if options.delete:
+        remote_paths = {remote_file.path for remote_file in remote_files}
         remote_keys = {fold_key(path) for path in remote_paths} if options.fold_names else set()
         for path in sorted(set(local) - remote_paths):
             if options.fold_names and fold_key(path) in remote_keys:
@@ -142,6 +144,9 @@ def make_plan(
                 PlanItem(path, Action.DELETE, "not in source (--delete)", held.size, held=held)
             )
     return Plan(commit=commit, items=tuple(items))
+
+
+_by_path = operator.attrgetter("path")
 
 
 def _compare(commit: str, remote: RemoteFile, held: TargetFile | None) -> PlanItem:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import RemotePathError
-from .files import RemoteFile, validate_listing
+from .files import RemoteFile, ValidatedListing, validate_listing
 
 FORMAT_VERSION = 1
 
@@ -22,7 +23,7 @@ def tree_cache_path(folder: Path, commit: str) -> Path:
     return folder / "trees" / f"{commit}.json"
 
 
-def read_tree_cache(folder: Path, commit: str) -> list[RemoteFile] | None:
+def read_tree_cache(folder: Path, commit: str) -> ValidatedListing | None:
     """The cached listing of `commit`, or None when absent, unreadable, of another format, or
     failing `validate_listing` (values are taken as stored, not coerced: a cache file is as
     untrusted as the API, since anything that can write the folder can write it)."""
@@ -43,13 +44,12 @@ def read_tree_cache(folder: Path, commit: str) -> list[RemoteFile] | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     try:
-        validate_listing(files)
+        return validate_listing(files)  # validated once: the planner's own check is then free
     except RemotePathError:
         return None  # tampered or broken: discarded, and the caller fetches the listing again
-    return files
 
 
-def write_tree_cache(folder: Path, commit: str, files: list[RemoteFile]) -> None:
+def write_tree_cache(folder: Path, commit: str, files: Sequence[RemoteFile]) -> None:
     """Store the listing atomically; a failure to cache is never a sync failure."""
     entries = {}
     for remote in sorted(files, key=lambda f: f.path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfsync.errors import RemotePathError
-from hfsync.files import RemoteFile
+from hfsync.files import RemoteFile, validate_listing
 from hfsync.plan import Action, PlanOptions, TargetFile, make_plan, selected
 
 COMMIT = "a" * 40
@@ -123,3 +123,18 @@ def test_local_names_are_not_remote_paths_but_unsafe_reports_are_kept() -> None:
     kept = {i.path: i.reason for i in plan.items if i.action is Action.SKIPPED}
     assert set(kept) == {"../outside", "/etc/passwd", ".cache/huggingface/x"}
     assert set(kept.values()) == {"kept: unsafe local name"}
+
+
+def test_a_validated_listing_is_not_checked_again_and_a_plain_one_still_is() -> None:
+    """The orchestration validates a listing once and hands the result on (issue 12: three
+    passes per no-op); the planner's own check stays for anything else it is given."""
+    listing = validate_listing([remote("a.txt"), remote("b/c.txt")])
+    assert validate_listing(listing) is listing
+    assert isinstance(listing, tuple)  # immutable: it cannot turn invalid after the check
+    assert actions(make_plan(COMMIT, listing, {})) == {
+        "a.txt": ("new", "new file"),
+        "b/c.txt": ("new", "new file"),
+    }
+    for bad in ([*listing, remote("../escape")], [*listing, remote("b")], [*listing] * 2):
+        with pytest.raises(RemotePathError):
+            make_plan(COMMIT, bad, {})

@@ -4,25 +4,24 @@ Every failure ends as one line on stderr and the exit code of docs/architecture.
 codes"); with `--json` the same error is also one JSON document on stdout, because scripts
 parse stdout. A traceback is shown only with `--debug`, and the token is scrubbed from
 anything printed, tracebacks included.
+
+`hfsync --version` and `--help` import this module (for `--debug`), so it imports only what
+they need; what a command needs is imported where the command uses it (tests/test_startup.py).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from ..auth import redact
 from ..defaults import INTERRUPTED_MESSAGE
 from ..errors import HfsyncError
-from ..files import REPO_TYPES
 
 
 def fail(
@@ -35,6 +34,8 @@ def fail(
 
         click.echo(error_line(kind, message, code))
     elif as_json:
+        import json
+
         doc = {"ok": False, "error": {"kind": kind, "message": message, "exit_code": code}}
         click.echo(json.dumps(doc, indent=2))
     from .render import printable  # here, not at import: `hfsync --version` renders nothing
@@ -69,6 +70,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..auth import redact
+
         debug = kwargs.get("debug", False)
         as_json = kwargs.get("as_json", False)
         lines = {"json_lines": bool(kwargs.get("progress_json"))}
@@ -119,11 +122,15 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def _print_traceback(token: str | None) -> None:
     import traceback
 
+    from ..auth import redact
+
     click.echo(redact(traceback.format_exc(), token), err=True, nl=False)
 
 
 def repo_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that names a repo."""
+    from ..files import REPO_TYPES
+
     decorators = [
         click.option(
             "--repo-type",
@@ -188,6 +195,8 @@ def debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> b
 
 
 def cache_dir_option(func: Callable[..., Any], help_text: str | None = None) -> Callable[..., Any]:
+    from pathlib import Path
+
     return click.option(
         "--cache-dir",
         type=click.Path(path_type=Path),
@@ -210,6 +219,8 @@ def echo_outcome(
     dry run) the header and one line per planned file, then the one-line summary. Callables,
     so only the form asked for is rendered."""
     if as_json:
+        import json
+
         click.echo(json.dumps(doc(), indent=2))
         return
     if quiet:

@@ -12,7 +12,6 @@ from ..transfer.jobs import NullProgress, ProgressSink, TransferConfig
 from ..units import parse_size
 from .common import echo_outcome, handle_errors, remember_secret, repo_options
 from .progress_json import JsonLinesProgress, read_token_line, stop_on_stdin_eof
-from .render import plan_lines, result_json, summary_line
 
 
 def transfer_options(func):  # noqa: ANN001, ANN201 - a click decorator
@@ -208,6 +207,10 @@ def sync(
         )
     finally:
         progress.close()
+    if quiet and not (as_json or lines is not None):
+        return  # nothing to print, so nothing to render: `render` stays unimported
+    from .render import plan_lines, result_json, summary_line
+
     if lines is not None:
         lines.result(result_json(result))
         return

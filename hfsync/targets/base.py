@@ -14,7 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,10 +32,10 @@ class TargetState(Protocol):
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive right to write this target; raises LockedError naming the holder."""
 
-    def read_listing(self, commit: str) -> list[RemoteFile] | None:
+    def read_listing(self, commit: str) -> Sequence[RemoteFile] | None:
         """A cached listing of `commit`, if the target keeps one."""
 
-    def write_listing(self, commit: str, files: list[RemoteFile]) -> None:
+    def write_listing(self, commit: str, files: Sequence[RemoteFile]) -> None:
         """Remember the listing of `commit` for the next run."""
 
     def scan(

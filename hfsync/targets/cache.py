@@ -65,7 +65,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .. import env
@@ -211,10 +211,10 @@ class CacheTarget:
             finally:
                 self._blob_locks.release_all()
 
-    def read_listing(self, commit: str) -> list[RemoteFile] | None:
+    def read_listing(self, commit: str) -> Sequence[RemoteFile] | None:
         return read_tree_cache(self.storage, commit)
 
-    def write_listing(self, commit: str, files: list[RemoteFile]) -> None:
+    def write_listing(self, commit: str, files: Sequence[RemoteFile]) -> None:
         write_tree_cache(self.storage, commit, files)
 
     def scan(
