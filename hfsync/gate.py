@@ -68,6 +68,8 @@ class OriginGate:
 
     def remaining(self, url: str) -> float:
         """Seconds until requests to `url`'s origin may go out again (0 when they may now)."""
+        if not self._until:  # no server ever asked to wait: no lock, no URL parsing per request
+            return 0.0
         with self._lock:
             until = self._until.get(origin(url), 0.0)
         return max(0.0, until - time.monotonic())

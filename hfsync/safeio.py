@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 
@@ -75,6 +74,45 @@ def open_state_file(path: str | os.PathLike[str], flags: int, mode: int = 0o666)
     return fd
 
 
+def create_state_file(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int | None:
+    """The fd of a file newly created at `path`, or None when any entry is there already.
+
+    One system call for the common case of a fresh download (thousands of small files): with
+    `O_CREAT | O_EXCL` the kernel refuses every existing name, a symlink or FIFO included,
+    so what it returns is a new regular file with one link -- everything `open_state_file`
+    checks with `fstat` afterwards. On None the caller takes `open_state_file`.
+    """
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
+    except FileExistsError:
+        return None
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Write `data` to a file created at `path`; False (nothing written) when `path` exists.
+
+    No temp name, no rename and no fsync, so only for content whose loss or truncation by a
+    power cut is harmless: nothing was at `path` before (no old content to keep), and a torn
+    file is a prefix that its reader must refuse anyway (the local folder's `.metadata`: a
+    prefix of the three lines never parses into a record vouching for other content).
+    """
+    fd = create_state_file(path, os.O_WRONLY)
+    if fd is None:
+        return False
+    try:
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    return True
+
+
 def read_state_file(path: str | os.PathLike[str], limit: int = 1 << 20) -> bytes:
     """The first `limit` bytes of a regular state file, read without following a link."""
     fd = open_state_file(path, os.O_RDONLY)
@@ -113,6 +151,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
     temp file is removed); callers turn it into their own one-line DiskError.
     """
     target = Path(path)
+    import secrets  # when first needed, not at import: it loads hmac (a no-op re-sync pays it)
+
     tmp = target.with_name(f"{target.name}.{secrets.token_hex(6)}.tmp")
     if len(os.fsencode(tmp.name)) > 255:  # a name near NAME_MAX: a short temp name instead
         tmp = target.with_name(f".hfsync-{secrets.token_hex(6)}.tmp")

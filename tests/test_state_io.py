@@ -43,11 +43,11 @@ def small_chunks() -> TransferConfig:
 # -- 11: durability --------------------------------------------------------------------------
 
 
-def test_renames_into_place_are_followed_by_a_folder_fsync(
-    hub: HubEmulator, repo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A rename is durable only once its folder is fsynced; metadata data before its rename."""
-    events: list[tuple[int, str, str]] = []  # (thread, what, path): workers interleave
+def _record_fsyncs_and_renames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
+    """(thread, "fsync" | "replace", path) of every fsync and rename, in order."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name fsynced descriptors")
+    events: list[tuple[int, str, str]] = []  # workers interleave: the thread says whose
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd: int) -> None:
@@ -58,29 +58,67 @@ def test_renames_into_place_are_followed_by_a_folder_fsync(
         real_replace(src, dst, **kw)
         events.append((threading.get_ident(), "replace", os.fspath(dst)))  # type: ignore[arg-type]
 
-    if not Path("/proc/self/fd").is_dir():
-        pytest.skip("needs /proc to name fsynced descriptors")
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _around(events: list[tuple[int, str, str]], path: Path) -> tuple[tuple[str, str], ...]:
+    """What the thread that renamed onto `path` did just before and just after it."""
+    [thread] = [t for t, w, p in events if (w, p) == ("replace", str(path))]
+    mine = [(w, p) for t, w, p in events if t == thread]
+    j = mine.index(("replace", str(path)))
+    return mine[j - 1], (mine[j + 1] if j + 1 < len(mine) else ("", ""))
+
+
+def test_new_files_are_flushed_before_placed_and_their_folders_before_the_run_ends(
+    hub: HubEmulator, repo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's bytes are on disk before its name is (the part is fsynced before the rename);
+    a new name's folder is fsynced once after the last rename into it, before sync returns;
+    a new metadata file is created in place (nothing to keep: see LocalTarget._place)."""
+    events = _record_fsyncs_and_renames(monkeypatch)
     dest = (tmp_path / "dest").resolve()
     hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=small_chunks())
     monkeypatch.undo()
     assert user_files(dest) == repo
-
-    def around(path: Path) -> tuple[tuple[str, str], tuple[str, str]]:
-        """What the renaming thread did just before and just after renaming onto `path`."""
-        [thread] = [t for t, w, p in events if (w, p) == ("replace", str(path))]
-        mine = [(w, p) for t, w, p in events if t == thread]
-        j = mine.index(("replace", str(path)))
-        return mine[j - 1], mine[j + 1]
-
+    flat = [(w, p) for _, w, p in events]
     for path in repo:
         final = dest / path
+        before, _ = _around(events, final)
+        assert before[0] == "fsync" and before[1].endswith(".hfsync.incomplete"), before
+        assert Path(before[1]).name.startswith(final.name + ".")  # this file's own part
         meta = dest / ".cache/huggingface/download" / f"{path}.metadata"
-        assert around(final)[1] == ("fsync", str(final.parent))
-        before, after = around(meta)
-        assert after == ("fsync", str(meta.parent))
-        assert before[0] == "fsync" and before[1].startswith(f"{meta}.")  # its temp's data
+        info = hub.files(REPO)[path]
+        assert meta.read_text().split("\n")[1] == (info.lfs_sha256 or info.blob_sha1)
+        placed = flat.index(("replace", str(final)))  # the metadata is created after this
+        for folder in (final.parent, meta.parent):
+            assert ("fsync", str(folder)) in flat[placed + 1 :], f"{folder} never fsynced"
+    assert not [p for w, p in flat if w == "replace" and p.endswith(".metadata")]
+    assert ("fsync", str(dest)) in flat  # a folder created this run is a new name in DEST
+
+
+def test_replacing_a_file_syncs_its_folder_before_its_metadata_names_it(
+    hub: HubEmulator, repo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replaced content: the folder is fsynced right after the rename, before the metadata
+    (otherwise a power loss could keep the old bytes under the new id); metadata that is
+    replaced goes through a fsynced temp file and its folder is fsynced after the rename."""
+    dest = (tmp_path / "dest").resolve()
+    hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=small_chunks())
+    hub.commit(REPO, files={"config.json": b'{"a": 2}\n'})
+    events = _record_fsyncs_and_renames(monkeypatch)
+    hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=small_chunks())
+    monkeypatch.undo()
+    assert (dest / "config.json").read_bytes() == b'{"a": 2}\n'
+    final = dest / "config.json"
+    meta = dest / ".cache/huggingface/download/config.json.metadata"
+    assert _around(events, final)[1] == ("fsync", str(final.parent))
+    before, after = _around(events, meta)
+    assert after == ("fsync", str(meta.parent))
+    assert before[0] == "fsync" and before[1].startswith(f"{meta}.")  # its temp's data
+    flat = [(w, p) for _, w, p in events]
+    assert flat.index(("replace", str(final))) < flat.index(("replace", str(meta)))
 
 
 def test_write_atomic_leaves_old_content_and_no_temp_when_writing_fails(

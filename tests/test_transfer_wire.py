@@ -204,3 +204,72 @@ def test_bytes_that_arrive_in_order_are_hashed_without_reading_them_back(
     assert all(o.ok for o in report.outcomes), [o.error for o in report.outcomes]
     assert placed["w.bin"] == content and placed["c.json"] == b'{"a": 1}'
     assert reads == [], "bytes that arrived in order were read back to be hashed"
+
+
+class RawServer:
+    """Answers each request on a connection with `reply` (raw bytes), keeping the connection."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.accepted = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+                while b"\r\n\r\n" in data:
+                    _, data = data.split(b"\r\n\r\n", 1)
+                    conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_response_headers_are_read_as_http_client_reads_them(client: DataClient) -> None:
+    """Names case-insensitive, the first of repeated headers, folded lines joined, chunked
+    framing honoured, and the connection kept for the next request."""
+    server = RawServer(
+        b"HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-4/10\r\n"
+        b"X-Linked-Size: 10\r\nX-Linked-Size: 99\r\nX-Note: a\r\n b\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    try:
+        url = f"http://127.0.0.1:{server.port}/file"
+        for _ in range(2):
+            response = client.get(url, {"Range": "bytes=0-4"}, TIMEOUTS)
+            assert response.status_code == 206
+            assert response.headers.get("Content-Range") == "bytes 0-4/10"
+            assert response.headers.get("x-linked-size") == "10"
+            assert response.headers.get("X-Note") == "a b"
+            assert response.headers.get("Location") is None
+            assert read_all(response) == b"hello"
+        assert server.accepted == 1
+    finally:
+        server.close()
+
+
+def test_a_response_with_too_many_headers_is_a_network_error(client: DataClient) -> None:
+    server = RawServer(b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"Content-Length: 0\r\n\r\n")
+    try:
+        with pytest.raises(WireError, match="more than 100 headers"):
+            client.get(f"http://127.0.0.1:{server.port}/file", {}, TIMEOUTS)
+    finally:
+        server.close()

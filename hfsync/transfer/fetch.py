@@ -155,7 +155,10 @@ class Source:
                     raise IntegrityError(
                         f"{self.what}: the server reports {linked} bytes, expected {self.size}"
                     )
-                if origin(target) == origin(self.url):
+                # A path-only Location (the Hub's 307 to /api/resolve-cache) stays on the
+                # origin of `url`, which is the Hub's until a hop left it (then it is cached).
+                relative = location.startswith("/") and not location.startswith("//")
+                if relative or origin(target) == origin(self.url):
                     url = target  # within the Hub (e.g. /api/resolve-cache): keep auth, follow
                     continue
                 self._cached = (target, True)

@@ -14,10 +14,14 @@ import os
 from pathlib import Path
 
 from ..errors import DiskError
-from ..safeio import open_state_file
+from ..safeio import create_state_file, open_state_file
 from ..units import human_size
 
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+# Sized sparsely (ftruncate), not reserved: a file this small is written at once, and reserving
+# it costs an extent allocation and its conversion from unwritten at write-out for nothing (the
+# free-space check ran before any request). The size is set all the same: resume needs it.
+SMALL_FILE = 1024 * 1024
 
 
 def disk_error(exc: OSError, path: Path, action: str) -> DiskError:
@@ -47,11 +51,15 @@ class PartFile:
             # 0o666 & ~umask: the final file gets the mode a plain open() gives, as the official
             # client's files do (a group-shared umask 002 keeps them group-writable).
             try:
-                self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = create_state_file(self.path, os.O_RDWR, 0o666)
             except FileNotFoundError:  # the folder first (not per file: thousands share one)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = create_state_file(self.path, os.O_RDWR, 0o666)
+            if fd is not None:  # new (the common case): one system call, nothing to check
+                self.fd, current = fd, 0
+            else:  # an earlier run's part (resume), or something planted: checked
                 self.fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            current = os.fstat(self.fd).st_size
+                current = os.fstat(self.fd).st_size
             if fresh and current:
                 os.ftruncate(self.fd, 0)
                 current = 0
@@ -71,7 +79,7 @@ class PartFile:
         """
         assert self.fd is not None
         fallocate = getattr(os, "posix_fallocate", None)
-        if fallocate is not None:
+        if fallocate is not None and self.size > SMALL_FILE:
             try:
                 fallocate(self.fd, 0, self.size)
                 return

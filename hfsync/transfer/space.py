@@ -31,11 +31,13 @@ def check_free_space(needs: Iterable[tuple[Path, int]]) -> None:
     `needs` holds (part path, bytes still needed). Paths are grouped by filesystem, so many files
     on one disk are summed against that disk's free space.
     """
-    per_fs: dict[int, tuple[Path, int]] = {}
+    per_folder: dict[Path, int] = {}  # thousands of small files share a handful of folders
     for path, nbytes in needs:
-        if nbytes <= 0:
-            continue
-        anchor = _existing_ancestor(path.parent)
+        if nbytes > 0:
+            per_folder[path.parent] = per_folder.get(path.parent, 0) + nbytes
+    per_fs: dict[int, tuple[Path, int]] = {}
+    for folder, nbytes in per_folder.items():
+        anchor = _existing_ancestor(folder)
         dev = os.stat(anchor).st_dev
         prev = per_fs.get(dev)
         per_fs[dev] = (anchor if prev is None else prev[0], nbytes + (prev[1] if prev else 0))
