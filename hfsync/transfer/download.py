@@ -23,7 +23,7 @@ from .jobs import FileJob
 from .journal import Journal
 from .partfile import PartFile, disk_error
 from .ranges import RangeSet, split
-from .verify import PrefixHasher
+from .verify import HashPipe, PrefixHasher
 from .wire import DataClient
 
 WRITEBACK_STEP = 16 * 1024 * 1024  # verified bytes handed to the disk at a time
@@ -125,7 +125,11 @@ class FileDownload:
         self.generation = 0
         self.streaming = False  # the server ignores Range: one stream from byte 0
         self.ranged_writes = False  # some 206 body was written in this run
-        self.hashing = False
+        self.hashing = False  # someone drives the hasher, or has buffers queued for it
+        self._inline_pending = 0
+        self._queued_to = 0  # where the queued buffers end
+        self._queued_hasher: PrefixHasher | None = None  # ... in this hasher (a restart swaps it)
+        self._placing = False  # drive_hasher handed the hashed file to one caller
         self.refetched = False
         self.ended = False
         self.resumed = 0  # bytes found on disk from an earlier run
@@ -265,27 +269,44 @@ class FileDownload:
         except OSError as exc:
             raise disk_error(exc, self.journal.path, "write the resume journal") from exc
 
-    def hash_inline(self, data: memoryview, offset: int) -> None:
+    def hash_inline(self, data: memoryview, offset: int, pipe: HashPipe | None = None) -> None:
         """Hash `data`, just written at `offset`, from the worker's own buffer when it is exactly
         where the hasher stands and nobody drives the hasher: those bytes are never read back
         from disk (one copy and a pass over memory saved; hashlib releases the GIL meanwhile).
 
+        With a `pipe` the hash runs on the pipe's HashThread while the worker receives the next
+        buffer; the hasher stays claimed (`hashing`) while buffers are queued, and any worker
+        may queue a buffer that continues exactly where the queued ones end (the one thread
+        runs them in order: the worker that takes over the next chunk goes on inline).
+
         Bytes hashed here may lie past the recorded prefix; `drive_hasher` starts from
         `hasher.offset`, so they are hashed exactly once, and every byte is still hashed
-        before the file is placed. The caller will call `complete` (which drives the hasher
-        over whatever others finished meanwhile) when its task ends.
+        before the file is placed. The caller will call `complete` (after `pipe.drain()`,
+        which drives the hasher over whatever others finished meanwhile) when its task ends.
         """
         with self.cond:
             hasher = self.hasher
-            if (
-                self.hashing
-                or hasher.offset != offset
-                or not hasher.enabled
-                or self.streaming
-                or self.ended
-            ):
+            if not hasher.enabled or self.streaming or self.ended:
+                return
+            if self.hashing:
+                # drive_hasher runs (nothing queued), or this buffer does not continue the queue
+                if (
+                    pipe is None
+                    or not self._inline_pending
+                    or self._queued_hasher is not hasher
+                    or self._queued_to != offset
+                ):
+                    return
+            elif hasher.offset != offset:
                 return
             self.hashing = True
+            if pipe is not None:
+                self._queued_hasher = hasher
+                self._queued_to = offset + len(data)
+                self._inline_pending += 1
+        if pipe is not None:
+            pipe.submit(lambda: self._hash_queued(hasher, data))
+            return
         try:
             hasher.update(data)
             self.write_back(hasher.offset)
@@ -293,11 +314,24 @@ class FileDownload:
             with self.cond:
                 self.hashing = False
 
+    def _hash_queued(self, hasher: PrefixHasher, data: memoryview) -> None:
+        """On the HashThread: one buffer queued by `hash_inline`; the last one frees the hasher."""
+        try:
+            hasher.update(data)
+            if hasher is self.hasher:
+                self.write_back(hasher.offset)
+        finally:
+            with self.cond:
+                self._inline_pending -= 1
+                if self._inline_pending == 0:
+                    self.hashing = False
+
     def drive_hasher(self, buf: memoryview, stop: threading.Event) -> bool:
         """Hash the contiguous finished prefix; True when all of the file is hashed.
 
         Only one thread drives a file's hasher at a time (`hashing`); whoever completes a range
-        while nobody hashes takes over, so the hasher trails the download closely.
+        while nobody hashes takes over, so the hasher trails the download closely. True is
+        returned once per generation: that caller verifies and places the file.
         """
         gen = self.generation
         try:
@@ -310,7 +344,12 @@ class FileDownload:
                     offset = self.hasher.offset
                     if target <= offset:
                         self.hashing = False
-                        return offset == self.size
+                        # inline hashes can finish the file before the last tasks complete:
+                        # then only the first of them to get here places it
+                        if offset != self.size or self._placing:
+                            return False
+                        self._placing = True
+                        return True
                 if not self.hasher.enabled:
                     self.hasher.skip_to(target)
                     continue
@@ -361,6 +400,7 @@ class FileDownload:
         with self.cond:
             self.refetched = True
             self.generation += 1
+            self._placing = False
             self._written_back = 0
             self.done = RangeSet()
             self.hasher = PrefixHasher(self.job.etag, self.size, self.verify)

@@ -29,13 +29,14 @@ from .download import Abandon, FileDownload, Task
 from .fetch import READ_ERRORS, Expired, Retryable, Timeouts, parse_content_range
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
 from .partfile import disk_error
+from .ramp import Stopped, StreamRamp
 from .ratelimit import TokenBucket
 from .space import allocated_bytes, check_free_space
-from .verify import PrefixHasher
+from .verify import HashPipe, HashThread, PrefixHasher
 from .wire import DataClient, Response
 
 MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
-READ_SIZE = 1024 * 1024  # per read: large enough that per-call overhead is noise
+READ_SIZE = 512 * 1024  # per read: large enough that per-call overhead is noise; x2 per worker
 _STOP_GRACE = 5.0
 
 
@@ -150,6 +151,9 @@ class _Engine:
         self._all_done = threading.Event()
         self._interrupted = False
         self._readers: dict[int, tuple[FileDownload, Response]] = {}
+        self.hash_thread = HashThread()  # hashes in-order buffers beside the receiving workers
+        # 1 stream per big file first, more only while they add throughput (ramp.py)
+        self.ramp = StreamRamp(config.connections, start=1)
 
     # -- orchestration ----------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class _Engine:
             return self._run_all(session)
         finally:
             session.close()  # every worker's keep-alive connections
+            self.hash_thread.close()
 
     def _run_all(self, session: DataClient) -> TransferReport:
         files: list[FileDownload] = []
@@ -268,7 +273,9 @@ class _Engine:
     # -- workers ----------------------------------------------------------------------------
 
     def _worker(self) -> None:
-        buf = memoryview(bytearray(READ_SIZE))  # reused for every read, write and hash
+        # two receive buffers: one is hashed on the hash thread while the other fills
+        pipe = HashPipe(memoryview(bytearray(2 * READ_SIZE)), self.hash_thread)
+        buf = pipe.buffer()  # also reused for every read-back hash (after pipe.drain())
         while True:
             task = self.queue.get()
             if task is None:
@@ -277,7 +284,7 @@ class _Engine:
             if f.is_stale(task):
                 continue
             try:
-                self._run(task, buf)
+                self._run(task, buf, pipe)
             except Abandon:
                 pass
             except KeyboardInterrupt:
@@ -295,15 +302,36 @@ class _Engine:
         if self.stop.is_set() or task.file.is_stale(task):
             raise Abandon
 
-    def _run(self, task: Task, buf: memoryview) -> None:
+    def _run(self, task: Task, buf: memoryview, pipe: HashPipe) -> None:
         f = task.file
+        # A chunk of a many-chunk file needs one of the ramp's slots (ramp.py), held until the
+        # chunk is hashed or handed on: the worker taking the next chunk then finds the hasher
+        # where its first buffer lands, so a single stream hashes every byte inline.
+        ramp = self.ramp if task.end > task.start and f.size > self.config.chunk_size else None
         with f.lease():
-            if task.end > task.start and not self._fetch_range(task, buf):
-                return  # the file switched to single-stream mode and was handled there
-            if f.complete(task) and f.drive_hasher(buf, self.stop):
+            if ramp is not None:
+                try:
+                    # the queue's order: smaller files first, each file front to back
+                    ramp.acquire((f.size, f.index, task.start), self.stop)
+                except Stopped:
+                    raise Abandon from None
+            try:
+                try:
+                    fetched = task.end == task.start or self._fetch_range(task, buf, pipe, ramp)
+                finally:
+                    pipe.drain()  # this worker's queued hashes ran: the hasher is free again
+                if not fetched:
+                    return  # the file switched to single-stream mode and was handled there
+                hashed = f.complete(task) and f.drive_hasher(buf, self.stop)
+            finally:
+                if ramp is not None:
+                    ramp.release()
+            if hashed:
                 self._finish(f, f.hasher.matches(), buf)
 
-    def _fetch_range(self, task: Task, buf: memoryview) -> bool:
+    def _fetch_range(
+        self, task: Task, buf: memoryview, pipe: HashPipe, ramp: StreamRamp | None = None
+    ) -> bool:
         """Fetch `[task.start, task.end)`, resuming from the last byte after a drop.
 
         Returns False when the server ignored Range and this worker streamed the file instead.
@@ -312,15 +340,15 @@ class _Engine:
         f = task.file
         attempts = _Attempts(self, f)
         task.pos = task.start
-        read_buf = buf[: self.read_size]
         try:
             while task.pos < task.end:
                 response = self._open(task, attempts, task.pos, task.end)
                 if response.status_code == 200:
+                    pipe.drain()
                     self._stream(task, response, buf)
                     return False
                 before = task.pos
-                error = self._read_partial(task, response, read_buf)
+                error = self._read_partial(task, response, pipe, ramp)
                 if task.pos > before:
                     attempts.progress()
                 if error is not None:
@@ -330,7 +358,9 @@ class _Engine:
             raise
         return True
 
-    def _read_partial(self, task: Task, response: Response, buf: memoryview) -> Retryable | None:
+    def _read_partial(
+        self, task: Task, response: Response, pipe: HashPipe, ramp: StreamRamp | None
+    ) -> Retryable | None:
         """Write a 206 body at its offset, advancing `task.pos`; the error that cut it short."""
         f = task.file
         pos = task.pos
@@ -352,7 +382,7 @@ class _Engine:
                 f.ranged_writes = True
                 while task.pos < end:
                     self._check(task)
-                    view = buf[: min(len(buf), end - task.pos)]
+                    view = pipe.buffer()[: min(self.read_size, end - task.pos)]
                     try:
                         n = reader.readinto(view)
                     except READ_ERRORS as exc:
@@ -362,7 +392,9 @@ class _Engine:
                         return Retryable("connection closed before the end of the range")
                     self._throttle(n)
                     f.write(view[:n], task.pos)
-                    f.hash_inline(view[:n], task.pos)
+                    f.hash_inline(view[:n], task.pos, pipe)
+                    if ramp is not None:
+                        ramp.count(n, task.pos == task.start)
                     task.pos += n
                     self._advance(f, n)
                 complete = end == last + 1
