@@ -16,7 +16,9 @@ third-party imports, and it never imports hfsync. Modes (all read stdin, write J
   metadata and part files under ROOT, hashing what the metadata cannot vouch for), ``record``
   (write metadata), ``delete`` (remove files).
 * ``recv ROOT``: framed files (a JSON header line, then the bytes), each appended to its part,
-  hashed as it arrives, verified, renamed into place, its metadata written; one JSON reply each.
+  hashed as it arrives, verified, renamed into place, its metadata written; one JSON reply each,
+  written in bursts (Replies) and with each folder checked and made once (Folders), so a small
+  file costs its own syscalls and little else.
 """
 
 import errno
@@ -24,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import select
 import sys
 import time
 
@@ -31,6 +34,7 @@ STATE = os.path.join(".cache", "huggingface")
 PART_SUFFIX = ".hfsync-part"
 READ = 1 << 20
 NAME_MAX = 255
+PID = os.getpid()
 
 
 class Refused(Exception):
@@ -64,15 +68,113 @@ def inside(root_real, path):
     return real == root_real or real.startswith(root_real + os.sep)
 
 
-def checked(root, root_real, rel):
+def checked(root, root_real, rel, folders=None):
     """ROOT/rel, refused when the repo path is unsafe or a symlinked folder carries it out."""
     parts = rel.split("/")
     if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in rel:
         raise Refused("path", f"refusing unsafe path {rel!r}")
     full = os.path.join(root, *parts)
-    if not inside(root_real, full):
+    ok = folders.inside(full) if folders is not None else inside(root_real, full)
+    if not ok:
         raise Refused("path", f"refusing to write {full}: its folder resolves outside {root}")
     return full
+
+
+class Folders:
+    """The folders one recv session (or one record request) has checked or made.
+
+    Why: checking a folder is a realpath (an lstat per path component) and making it a mkdir
+    that fails with EEXIST; done for each of 2,000 small files (the data folder twice, the
+    metadata folder twice) that was 35 lstats per file, more than the file's own syscalls. A
+    folder is checked the first time a file goes into it; after that it is one set lookup.
+    (Symlinks below ROOT are the host user's, not the repo's: a repo can only name regular
+    files, so a folder that resolved inside ROOT once stays the user's choice for the run.)"""
+
+    def __init__(self, root, root_real):
+        self.root, self.root_real = root, root_real
+        self.state = os.path.join(root, STATE)
+        self.state_real = None
+        self.ok = set()  # folders known to exist and resolve inside ROOT (and STATE)
+
+    def inside(self, path):
+        """Whether `path` stays inside ROOT (agent.inside), its folder remembered once it
+        exists."""
+        folder = os.path.dirname(path)
+        if folder in self.ok:
+            return True
+        if not inside(self.root_real, path):
+            return False
+        if os.path.isdir(folder):
+            self.ok.add(folder)
+        return True
+
+    def make(self, folder):
+        """os.makedirs(folder), once per session, for a folder already checked by `inside`
+        (makedirs below a checked folder creates real folders, so it stays inside)."""
+        if folder not in self.ok:
+            os.makedirs(folder, exist_ok=True)
+            self.ok.add(folder)
+
+    def state_file(self, path):
+        """`path` under STATE, its folder checked (inside ROOT and STATE) and made."""
+        folder = os.path.dirname(path)
+        if folder in self.ok:
+            return path
+        if self.state_real is None:
+            self.state_real = os.path.realpath(self.state)
+        if not inside(self.root_real, path) or not inside(self.state_real, path):
+            raise Refused(
+                "disk", f"refusing to write {path}: its folder resolves outside {self.root}"
+            )
+        self.make(folder)
+        return path
+
+
+class Replies:
+    """recv's replies, held and written in bursts.
+
+    Why: one reply per file, written and flushed at once, was a write(2), an SSH packet that
+    sshd encrypts and paramiko decrypts and dispatches in Python (~0.1 ms each) and a window
+    adjust, per file: 2,000 of each for 2,000 small files. The sender never waits for a file's
+    reply (only for "at", which goes out at once), so replies wait until the input runs dry
+    (select says nothing more to read), MAX_HELD are held or MAX_AGE seconds passed (progress
+    keeps moving), and always before a long body and at the end."""
+
+    MAX_HELD = 256
+    MAX_AGE = 0.25
+
+    def __init__(self, stdin_fd):
+        self.stdin_fd = stdin_fd
+        self.held = []
+        self.since = 0.0
+
+    def add(self, doc):
+        if not self.held:
+            self.since = time.time()
+        self.held.append(json.dumps(doc))
+        if len(self.held) >= self.MAX_HELD or time.time() - self.since >= self.MAX_AGE:
+            self.flush()
+
+    def now(self, doc):
+        """A reply the sender is waiting for: everything held, then this, flushed."""
+        self.held.append(json.dumps(doc))
+        self.flush()
+
+    def flush(self):
+        if self.held:
+            sys.stdout.write("\n".join(self.held) + "\n")
+            sys.stdout.flush()
+            self.held = []
+
+    def flush_if_idle(self):
+        """Flush when the next read would wait (the sender paused or is done)."""
+        if self.held:
+            try:
+                ready = select.select([self.stdin_fd], [], [], 0)[0]
+            except (OSError, ValueError):
+                ready = []
+            if not ready:
+                self.flush()
 
 
 def meta_path(root, rel):
@@ -199,15 +301,19 @@ def do_scan(root, req):
     return reply
 
 
-def write_meta(root, root_real, rel, commit, etag):
-    path = meta_path(root, rel)
-    state = os.path.join(root, STATE)
-    if not inside(root_real, path) or not inside(os.path.realpath(state), path):
-        raise Refused("disk", f"refusing to write {path}: its folder resolves outside {root}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{commit}\n{etag}\n{time.time()}\n")
+def write_meta(folders, rel, commit, etag):
+    """`<rel>.metadata` (commit, content id, timestamp), whole or not at all (temp + rename).
+    os.open/os.write rather than open(): a text file costs an isatty ioctl, an fstat and two
+    lseeks on top, per file."""
+    path = folders.state_file(meta_path(folders.root, rel))
+    tmp = f"{path}.{PID}.tmp"
+    data = f"{commit}\n{etag}\n{time.time()}\n".encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -367,24 +473,43 @@ def receive_bytes(stdin, fd, h, left):
         left -= n
 
 
-def receive_one(stdin, root, root_real, hdr):
+LONG_BODY = 1 << 20  # a body this long takes a while: replies held before it go out first
+
+
+def place(folders, part, final, rel, commit, etag, long_body):
+    """Rename a verified part into place, then write its metadata."""
+    # A long body took a while: check its folder again (anything may have changed meanwhile).
+    ok = inside(folders.root_real, final) if long_body else folders.inside(final)
+    if not ok:
+        raise Refused(
+            "path", f"refusing to write {final}: its folder resolves outside {folders.root}"
+        )
+    folders.make(os.path.dirname(final))
+    try:
+        os.replace(part, final)
+    except IsADirectoryError:
+        raise Refused("disk", f"cannot write {final}: a folder is in the way") from None
+    write_meta(folders, rel, commit, etag)
+
+
+def receive_one(stdin, folders, replies, hdr):
     """One frame. Returns the reply; raises EOFError when the stream ended mid-frame (the part
     keeps what arrived, for the next run to resume) and OSError on a disk failure."""
+    root, root_real = folders.root, folders.root_real
     rel, size, etag, commit = hdr["p"], hdr["s"], hdr["e"], hdr["c"]
     offset = hdr["o"]
-    final = checked(root, root_real, rel)
-    part = part_file(root, hdr["q"])
+    final = checked(root, root_real, rel, folders)
+    part = folders.state_file(part_file(root, hdr["q"]))
     if offset < 0 and current(root, rel, etag, size):
-        out({"p": rel, "at": size})
+        replies.now({"p": rel, "at": size})
         return {"p": rel, "ok": True, "n": 0, "have": True}
-    os.makedirs(os.path.dirname(part), exist_ok=True)
     fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         lock_part(fd)
         have = os.fstat(fd).st_size
         if offset < 0:
             offset = min(have, size)
-            out({"p": rel, "at": offset})
+            replies.now({"p": rel, "at": offset})
         elif have < offset:
             skip(stdin, size - offset)
             return {"p": rel, "ok": False, "kind": "resume", "error": "part shorter than planned"}
@@ -398,44 +523,66 @@ def receive_one(stdin, root, root_real, hdr):
                 break
             h.update(b)
             done += len(b)
-        os.lseek(fd, offset, os.SEEK_SET)
+        if offset:
+            os.lseek(fd, offset, os.SEEK_SET)
+        if size - offset >= LONG_BODY:
+            replies.flush()
         receive_bytes(stdin, fd, h, size - offset)
     finally:
         os.close(fd)
     if h.hexdigest() != etag:
         os.unlink(part)
         return {"p": rel, "ok": False, "kind": "integrity", "error": "content does not match"}
-    if not inside(root_real, final):
-        raise Refused("path", f"refusing to write {final}: its folder resolves outside {root}")
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    if os.path.isdir(final) and not os.path.islink(final):
-        raise Refused("disk", f"cannot write {final}: a folder is in the way")
-    os.replace(part, final)
-    write_meta(root, root_real, rel, commit, etag)
+    place(folders, part, final, rel, commit, etag, size - offset >= LONG_BODY)
     return {"p": rel, "ok": True, "n": size - offset}
 
 
+def enlarge_pipe(fd):
+    """Ask for a 1 MiB stdin pipe (Linux's default is 64 KiB, /proc/sys/fs/pipe-max-size
+    allows 1 MiB unprivileged): sshd then fills it in fewer, longer turns and this process
+    wakes up less often; measured ~10% less host CPU per GiB pushed. Anything else (not
+    Linux, not a pipe, over a limit) keeps the pipe as it is."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+
+
 def do_recv(root):
-    root_real = init_state(root)
+    folders = Folders(root, init_state(root))
     stdin = sys.stdin.buffer
+    enlarge_pipe(stdin.fileno())
+    replies = Replies(stdin.fileno())
+    try:
+        return receive_all(stdin, folders, replies)
+    finally:
+        replies.flush()
+
+
+def receive_all(stdin, folders, replies):
+    """Frames until the input ends (0) or one cannot be carried out (4)."""
     while True:
+        replies.flush_if_idle()
         line = stdin.readline()
         if not line:
             return 0
         hdr = json.loads(line.decode("utf-8"))
         try:
-            reply = receive_one(stdin, root, root_real, hdr)
+            reply = receive_one(stdin, folders, replies, hdr)
         except EOFError:
             return 0
         except Refused as exc:
             # The bytes of this frame may be unread: the stream cannot continue.
-            out({"p": hdr["p"], "ok": False, "kind": exc.kind, "error": str(exc), "fatal": True})
+            error = {"kind": exc.kind, "error": str(exc)}
+            replies.now({"p": hdr["p"], "ok": False, **error, "fatal": True})
             return 4
         except OSError as exc:
-            kind = "disk"
-            out({"p": hdr["p"], "ok": False, "kind": kind, "error": describe(exc), "fatal": True})
+            error = {"kind": "disk", "error": describe(exc)}
+            replies.now({"p": hdr["p"], "ok": False, **error, "fatal": True})
             return 4
-        out(reply)
+        replies.add(reply)
 
 
 def describe(exc):
@@ -446,10 +593,10 @@ def describe(exc):
 
 
 def do_record(root, items):
-    root_real = init_state(root)
+    folders = Folders(root, init_state(root))
     for rel, commit, etag in items:
-        checked(root, root_real, rel)
-        write_meta(root, root_real, rel, commit, etag)
+        checked(root, folders.root_real, rel, folders)
+        write_meta(folders, rel, commit, etag)
     return {"ok": True}
 
 
