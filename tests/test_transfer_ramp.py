@@ -11,7 +11,7 @@ import pytest
 
 from hfsync.testing.hub import HubEmulator
 from hfsync.transfer import TransferConfig
-from hfsync.transfer.ramp import STALL, Stopped, StreamRamp
+from hfsync.transfer.ramp import STALL, WINDOW, Stopped, StreamRamp
 
 from .test_transfer_engine import KiB, MiB, make_setup, payload
 
@@ -50,6 +50,19 @@ def simulate(total_rate: Callable[[int], float], maximum: int = 16, seconds: flo
 
 def test_a_per_stream_cap_gets_every_stream() -> None:
     assert simulate(lambda n: 25e6 * n) == 16
+
+
+def test_a_slow_single_stream_opens_every_stream_without_probing_two() -> None:
+    """25 MB/s from one stream cannot be the CPU's limit: all streams after one short window."""
+    clock = FakeClock()
+    ramp = StreamRamp(16, start=1, clock=clock)
+    ramp.acquire((0, 0, 0), threading.Event())
+    ramp.count(1, first=True)
+    while not ramp.decided and clock.now < 1.0:
+        clock.now += 0.01
+        ramp.count(250_000)  # 25 MB/s
+    assert (ramp.decided, ramp.limit) == (True, 16)
+    assert clock.now <= WINDOW  # sooner than a full window at one stream, then one at two
 
 
 def test_a_cpu_bound_link_keeps_one_stream() -> None:
