@@ -35,7 +35,7 @@ from typing import Any
 
 import bench_data as bd
 import bench_report as rep
-from bench_lib import Link, Measured, emulator, run_measured
+from bench_lib import SPENT, Link, Measured, emulator, run_measured, set_aside
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -271,7 +271,7 @@ def _one(
     after = reaped_cpu(server.process.pid)
     remote_cpu = after - before if after is not None and before is not None else None
     error = check(dest, case.data.files, m, bench.args.timeout)
-    shutil.rmtree(dest, ignore_errors=True)
+    set_aside(dest, work / "remote" / SPENT, case.data.total_bytes)
     cell = rep.Cell(m.wall, m.cpu, m.rss_mb, case.data.total_bytes, error, remote_cpu)
     case.rows[tool].cells.append(cell)
     rate = f"{cell.mbps:7.1f} MB/s" if cell.mbps is not None else " " * 12

@@ -114,9 +114,11 @@ def results_table(rows: list[Row], reference: Callable[[Row], Row | None]) -> st
         ref = reference(row)
         ratio = speedup(ref, row) if ref is not None else None
         ratio_text = "—" if ratio is None else f"{ratio:.2f}×"
+        cpu = row.median_cpu()
+        cpu_fmt = "{:.2f}" if cpu is not None and cpu < 1 else "{:.1f}"  # no-op, start-up rows
         lines.append(
             f"| {title} | {row.tool} | {rate} | {_num(row.median_wall(), '{:.2f}')} | {span} "
-            f"| {_num(row.median_cpu())} | {_num(row.median_server_cpu())} "
+            f"| {_num(cpu, cpu_fmt)} | {_num(row.median_server_cpu())} "
             f"| {_num(row.peak_rss(), '{:.0f}')} | {ratio_text} |"
         )
     return "\n".join(lines)

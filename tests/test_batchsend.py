@@ -26,7 +26,7 @@ pytest_plugins = ["tests.sshd"]
 TIMEOUT = 30.0
 HASH_STDIN = (
     "python3 -c 'import hashlib, sys; h = hashlib.sha256(); "
-    "[h.update(b) for b in iter(lambda: sys.stdin.buffer.read(1 << 16), b\"\")]; "
+    '[h.update(b) for b in iter(lambda: sys.stdin.buffer.read(1 << 16), b"")]; '
     "print(h.hexdigest(), h.name)'"
 )
 
