@@ -55,6 +55,11 @@ class RemoteClosedError(SSHError):
 class SourceShrankError(HfsyncError):
     """The local file ended before ``length`` bytes: it changed while being sent."""
 
+    def __init__(self, missing: int) -> None:
+        super().__init__(
+            f"source ended {missing} bytes early (the file changed while it was being sent)"
+        )
+
 
 def first_line(data: bytes, limit: int = 300) -> str:
     """The first non-empty line of remote output, decoded and bounded, for one-line errors."""
@@ -134,9 +139,7 @@ def send_stream(
         if on_progress is not None:
             on_progress(n)
     if remaining:
-        raise SourceShrankError(
-            f"source ended {remaining} bytes early (the file changed while it was being sent)"
-        )
+        raise SourceShrankError(remaining)
     if close_write:
         try:
             channel.shutdown_write()

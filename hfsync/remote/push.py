@@ -502,8 +502,5 @@ def _read_exactly(source: Path, offset: int, length: int) -> bytes:
             f.seek(offset)
         data = f.read(length)
     if len(data) < length:
-        raise SourceShrankError(
-            f"source ended {length - len(data)} bytes early (the file changed while it was "
-            "being sent)"
-        )
+        raise SourceShrankError(length - len(data))
     return data

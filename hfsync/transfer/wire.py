@@ -130,7 +130,35 @@ class _LeanResponse(http.client.HTTPResponse):
             self.will_close = True
 
 
-class Response:
+class _Finishing:
+    """What both kinds of response share: `finish` releases the connection once, then tells
+    the `--debug` hook (httplog) what the request moved; `close` is an unfinished finish."""
+
+    url: str
+    status_code: int
+    _hook: OnResponse | None
+    _started: float
+    _read: int
+    _done: bool
+
+    def finish(self, complete: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._release(complete)
+        if self._hook is not None:
+            self._hook(
+                "GET", self.url, self.status_code, self._read, time.monotonic() - self._started
+            )
+
+    def close(self) -> None:
+        self.finish(False)
+
+    def _release(self, complete: bool) -> None:
+        raise NotImplementedError
+
+
+class Response(_Finishing):
     """One response whose body the caller reads with `readinto`; then `finish` it.
 
     `finish(complete=True)` after the body was read to its end keeps the connection for the
@@ -177,20 +205,10 @@ class Response:
             pass
         self.finish(False)
 
-    def finish(self, complete: bool) -> None:
-        if self._done:
-            return
-        self._done = True
+    def _release(self, complete: bool) -> None:
         reusable = complete and self.raw.isclosed() and not self.raw.will_close
         if self._owner is not None:
             self._owner.release(self._key, self._conn, reusable)
-        if self._hook is not None:
-            self._hook(
-                "GET", self.url, self.status_code, self._read, time.monotonic() - self._started
-            )
-
-    def close(self) -> None:
-        self.finish(False)
 
     def abort(self) -> None:
         """Unblock a read in another thread (stop, or the file switched mode)."""
@@ -201,7 +219,7 @@ class Response:
                 pass  # already closed: nothing to unblock
 
 
-class _ProxiedResponse:
+class _ProxiedResponse(_Finishing):
     """A `requests` streaming response (proxied origins) behind the same interface."""
 
     def __init__(self, response: requests.Response, hook: OnResponse | None, started: float):
@@ -236,22 +254,12 @@ class _ProxiedResponse:
             pass
         self.finish(False)
 
-    def finish(self, complete: bool) -> None:
-        if self._done:
-            return
-        self._done = True
+    def _release(self, complete: bool) -> None:
         fp = self._fp
         if complete and fp is not None and fp.isclosed():
             self.response.raw.release_conn()
             self.response._content_consumed = True  # noqa: SLF001 - so close() keeps the conn
         self.response.close()
-        if self._hook is not None:
-            self._hook(
-                "GET", self.url, self.status_code, self._read, time.monotonic() - self._started
-            )
-
-    def close(self) -> None:
-        self.finish(False)
 
     def abort(self) -> None:
         BodyReader(self.response).abort()
