@@ -9,7 +9,9 @@ protocol").
 Server-requested waits do not use up a request's tries -- the server is not failing, it is
 pacing us -- so they get a time budget instead: once an origin has held us off for more than
 `budget` seconds in all, the run gives up with NetworkError (exit 4). `/resolve` calls are also
-capped per origin (`resolve_slot`), because the Hub rate-limits exactly those.
+capped per origin (`resolve_slot`), because the Hub rate-limits exactly those; and the gate
+carries the run's resolve-cache predictions (`shortcuts`, resolve_cache.py), which spare most
+small files their `/resolve` call: the gate is the one object every request of a run shares.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 
 from .defaults import origin
 from .errors import NetworkError
+from .resolve_cache import ResolveShortcuts
 
 Origin = tuple[str, str, "int | None"]
 DEFAULT_BUDGET = 600.0  # seconds of server-requested waiting per origin and run
@@ -43,6 +46,7 @@ class OriginGate:
         self._waited: dict[Origin, float] = {}
         self._slots: dict[Origin, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
+        self.shortcuts = ResolveShortcuts()
 
     def hold_off(self, url: str, seconds: float) -> None:
         """The server at `url`'s origin asked for `seconds` of quiet; everyone waits for it.

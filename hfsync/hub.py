@@ -99,6 +99,15 @@ class HubClient:
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         return f"{self.endpoint}/{prefix}{repo_id}/resolve/{commit}/{quote(path)}"
 
+    def resolve_cache_url(self, repo_id: str, repo_type: str, commit: str, path: str) -> str:
+        """Where `/resolve` redirects a small file of a public repo: the path-only, commit-pinned
+        `/api/resolve-cache/…` Location (DESIGN.md section 4), joined to the endpoint's origin
+        as any path-only Location is. A prediction (resolve_cache.py): used only once the Hub
+        redirected one file of the commit to exactly this URL."""
+        scheme, netloc, _, _, _ = urlsplit(self.endpoint)
+        where = f"{repo_type}s/{repo_id}/{commit}/{quote(path)}"
+        return f"{scheme}://{netloc}/api/resolve-cache/{where}"
+
     def resolve_location(self, url: str, size: int | None = None) -> str | None:
         """Where a `/resolve` URL's bytes are, without fetching them (the fleet's driver
         resolves each file once for every host, docs/scale-out.md).

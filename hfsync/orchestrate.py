@@ -138,14 +138,15 @@ def sync(
         for item in plan.refreshes:
             target.mark_current(_remote(item.remote), plan.commit, item.held)
         urls = given.urls if given is not None else {}
-        jobs = [
-            target.job(
-                _remote(item.remote),
-                plan.commit,
-                client.resolve_url(repo_id, repo_type, plan.commit, item.path),
-            )
-            for item in plan.transfers
-        ]
+        jobs = []
+        shortcuts, key = client.gate.shortcuts, (repo_type, repo_id, plan.commit)
+        for item in plan.transfers:
+            url = client.resolve_url(repo_id, repo_type, plan.commit, item.path)
+            remote = _remote(item.remote)
+            if not remote.is_lfs:  # may skip its /resolve hop (resolve_cache.py)
+                predicted = client.resolve_cache_url(repo_id, repo_type, plan.commit, item.path)
+                shortcuts.expect(url, predicted, key)
+            jobs.append(target.job(remote, plan.commit, url))
         for job in jobs:
             job.cached_url = urls.get(job.path)  # resolved once for a whole fleet
         if jobs:

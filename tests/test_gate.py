@@ -73,11 +73,16 @@ def test_server_wait_budget_ends_with_network_error(hub: HubEmulator, hf_env: Pa
 def test_concurrent_resolves_per_origin_are_capped(
     hub: HubEmulator, hf_env: Path, tmp_path: Path
 ) -> None:
+    # A private repo's /resolve serves each small file itself: every file is a /resolve call
+    # (a public repo's small files mostly skip theirs, see test_resolve_cache.py).
+    hub.create_repo(REPO, private=True)
+    hub.add_token("hf_gate_test", grants=[REPO])
     files = {f"g{i:02d}.txt": b"x%d\n" % i for i in range(16)}
     hub.commit(REPO, files=files)
     latency = 0.3
     hub.faults.latency = latency
-    result = hfsync("sync", REPO, tmp_path / "d", "--connections", "16", timeout=60)
+    env = {"HF_TOKEN": "hf_gate_test"}
+    result = hfsync("sync", REPO, tmp_path / "d", "--connections", "16", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     starts = sorted(r.time for r in hub.log if "/resolve/" in r.path)
     assert len(starts) == 17

@@ -88,6 +88,9 @@ class Faults:
     tree_next_loop: bool = False  # every tree page links rel="next" to itself
     captive_portal: bool = False  # the API server answers everything 200 text/html
     resolve_location: str | None = None  # /resolve answers 302 to this Location (any scheme)
+    # Appended to the 307 Location of small public files (e.g. "?v=2"): a Hub whose
+    # resolve-cache URLs are not the ones a client predicts (the route ignores the query).
+    resolve_cache_suffix: str = ""
     close_delimited: bool = False  # mirror bodies: no Content-Length, not chunked, close ends
     body_faults_on: str = "any"  # where rate/drop/stall/corrupt apply: "api" | "cdn" | "any"
     clock_skew: float = 0.0  # seconds added to every `Date` header (a server clock off)

@@ -372,6 +372,7 @@ class ApiHandler(BaseHandler):
             return self._redirect_to_cdn(repo_type, repo_id, rec, commit, path)
         if not cached and not meta.private and not meta.gated:
             location = f"/api/resolve-cache/{repo_type}s/{repo_id}/{commit.sha}/{quote(path)}"
+            location += self.ctx.faults.resolve_cache_suffix
             headers = [("Location", location), commit_header, ("ETag", f'"{rec.oid}"')]
             body = f"Temporary Redirect. Redirecting to {location}".encode()
             return self.send_bytes(307, body, [("Content-Type", "text/plain"), *headers])

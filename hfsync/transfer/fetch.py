@@ -4,7 +4,9 @@ A file is resolved once: its `/resolve` URL either redirects to another origin (
 URL) -- which is then cached and used for every chunk of the file, because the Hub rate-limits
 `/resolve` -- or redirects within the Hub (followed, with auth) or answers with the body itself
 (private files, mirrors). A 403 from the cached CDN URL means the signature expired: the caller
-invalidates it and the next chunk resolves again, once for the whole file.
+invalidates it and the next chunk resolves again, once for the whole file. A small file whose
+`/resolve` would only redirect to its predictable `/api/resolve-cache` URL is asked for there
+directly once the Hub confirmed that prediction for its commit (`resolve_cache.py`).
 
 Errors are classified here so the engine only sees: a response with 200/206, `Retryable`
 (back off and try again), `Expired` (re-resolve), or a typed HfsyncError (give up on the file).
@@ -137,7 +139,23 @@ class Source:
         """GET the /resolve URL without following foreign redirects; caller holds the lock.
 
         Returns the response when it carries the body, None when a CDN URL was cached instead.
+        A small file whose resolve-cache URL is predictable (resolve_cache.py) is asked for
+        there first, without a `/resolve` slot: it is no `/resolve` call. The prediction is
+        looked up again once a slot is ours, since the file ahead of us may have confirmed it.
         """
+        shortcuts = self.gate.shortcuts
+        predicted = shortcuts.predict(self.url)
+        if predicted is None:
+            with self.gate.resolve_slot(self.url):
+                predicted = shortcuts.predict(self.url)
+                if predicted is None:
+                    return self._resolve_hops(headers, timeouts)
+        response = self._get(predicted, headers, timeouts)
+        if response.status_code in (200, 206):
+            self._cached = (predicted, False)
+            return response
+        response.drain()  # any other answer: this file takes /resolve, the run stops guessing
+        shortcuts.surprise()
         with self.gate.resolve_slot(self.url):
             return self._resolve_hops(headers, timeouts)
 
@@ -150,6 +168,8 @@ class Source:
             if response.status_code in _REDIRECTS and location:
                 response.drain()
                 target = urljoin(url, location)
+                if url == self.url:  # the Hub's answer for this file: may confirm predictions
+                    self.gate.shortcuts.learn(url, target)
                 linked = response.headers.get("X-Linked-Size")
                 if linked and linked.isdigit() and int(linked) != self.size:
                     raise IntegrityError(
