@@ -7,8 +7,6 @@ lazily, when a run starts).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
 READ_TIMEOUT = 60.0  # a stalled connection is retried after this many seconds
@@ -24,6 +22,8 @@ def origin(url: str) -> tuple[str, str, int | None]:
     The token goes only to the endpoint's own origin and a CDN redirect is recognised as
     "another host" by comparing these, so there is one definition of "same origin".
     """
+    from urllib.parse import urlsplit  # here: `hfsync --version` never compares origins
+
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return (parts.scheme, (parts.hostname or "").lower(), port)

@@ -12,16 +12,18 @@ they need; what a command needs is imported where the command uses it (tests/tes
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..defaults import INTERRUPTED_MESSAGE
 from ..errors import HfsyncError
+
+if TYPE_CHECKING:
+    import signal
 
 
 def fail(
@@ -96,7 +98,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(message, 1, kind="UnexpectedError", as_json=as_json, **lines)
         finally:
             if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+                _restore_sigterm(previous)
 
     return wrapper
 
@@ -112,7 +114,15 @@ def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., Any] | int | None
     """
     if threading.current_thread() is not threading.main_thread():
         return None
+    import signal  # here: `--version` and `--help` install no handler
+
     return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _restore_sigterm(previous: signal.Handlers | Callable[..., Any] | int) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
