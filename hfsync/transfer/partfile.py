@@ -10,7 +10,9 @@ refused, never written through.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DiskError
@@ -22,6 +24,12 @@ _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 # it costs an extent allocation and its conversion from unwritten at write-out for nothing (the
 # free-space check ran before any request). The size is set all the same: resume needs it.
 SMALL_FILE = 1024 * 1024
+# Bytes of the part file mapped at a time to hash them from the page cache (`hash_range`): big
+# enough that fstat/mmap/munmap are noise next to hashing it (~4 ms), small enough that the
+# mapped pages (resident while mapped) keep within the RSS budget: measured peak RSS of a 2 GiB
+# download 50 MB before, 53.5 MB with 4 MiB windows, 65.7 MB with 16 MiB ones.
+MAP_WINDOW = 4 * 1024 * 1024
+_GRANULE = mmap.ALLOCATIONGRANULARITY
 
 
 def disk_error(exc: OSError, path: Path, action: str) -> DiskError:
@@ -106,6 +114,51 @@ class PartFile:
             return os.preadv(self.fd, [buf], offset)
         except OSError as exc:
             raise disk_error(exc, self.path, "read back") from exc
+
+    def hash_range(
+        self, update: Callable[[memoryview], object], offset: int, length: int, buf: memoryview
+    ) -> int:
+        """Feed up to `length` bytes at `offset` (at most `MAP_WINDOW`) to `update`; how many.
+
+        Why not `read_into` + update: a `pread` copies every byte out of the page cache into
+        `buf` only for the hasher to read it once more; hashing the mapped page-cache pages
+        skips that copy (measured, capped 2 GiB where 16 streams put nearly every byte out of
+        order: 7.7 s CPU read back, 6.4 s mapped; user time the same, the copy was system
+        time). The mapping is read-only and unmapped before this returns (RSS stays bounded).
+        Touching a mapped page past the end of the file would be a SIGBUS, not an OSError:
+        the part file lives in a private state folder under the run's lock, so nothing should
+        truncate it, and a file found shorter than the window is read instead (a short read
+        the caller reports). Where mmap is refused (some FUSE or network filesystems) the
+        bytes are read into `buf` as well.
+        """
+        assert self.fd is not None
+        length = min(length, MAP_WINDOW, self.size - offset)
+        if length <= 0:
+            return 0
+        start = offset - offset % _GRANULE
+        try:
+            if os.fstat(self.fd).st_size < offset + length:
+                raise ValueError("shorter than expected")
+            mapped = mmap.mmap(
+                self.fd, offset - start + length, offset=start, access=mmap.ACCESS_READ
+            )
+        except (OSError, ValueError):
+            return self._hash_read(update, offset, length, buf)
+        try:
+            with memoryview(mapped) as view, view[offset - start :] as data:
+                update(data)
+        finally:
+            mapped.close()
+        return length
+
+    def _hash_read(
+        self, update: Callable[[memoryview], object], offset: int, length: int, buf: memoryview
+    ) -> int:
+        """`hash_range` without mmap: read back into `buf` (one copy more)."""
+        n = self.read_into(buf[: min(len(buf), length)], offset)
+        if n > 0:
+            update(buf[:n])
+        return n
 
     def fsync(self) -> None:
         assert self.fd is not None
