@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hfsync.transfer.journal import Journal
-from hfsync.transfer.ranges import RangeSet, split
+from hfsync.transfer.ranges import RangeSet, guided_piece, split
 
 SIZE = 300
 ETAG = "ab" * 32
@@ -167,3 +167,22 @@ def test_journal_never_claims_more_than_its_lines_say(lines: list[str]) -> None:
                 start, end = (int(f) for f in line.split())
                 named.append((start, end))
         assert covered(list(loaded)) == covered(named, SIZE)
+
+
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.integers(min_value=0, max_value=10**8),
+    st.integers(min_value=0, max_value=64),
+    st.integers(min_value=0, max_value=10**5),
+)
+def test_guided_piece_is_a_bounded_aligned_share(
+    size: int, queued: int, streams: int, minimum: int
+) -> None:
+    """Never more than the range, never a sliver below `minimum`, whole while work is plenty."""
+    piece = guided_piece(size, queued, streams, minimum)
+    assert 0 <= piece <= size
+    if piece < size:  # a cut: a multiple of `minimum`, at least one, and at most the share
+        assert piece >= minimum > 0 and piece % minimum == 0
+        assert piece <= max(minimum, queued // streams)
+    if streams > 0 and queued // streams >= size:
+        assert piece == size

@@ -11,7 +11,7 @@ import pytest
 
 from hfsync.testing.hub import HubEmulator
 from hfsync.transfer import TransferConfig
-from hfsync.transfer.ramp import STALL, WINDOW, Stopped, StreamRamp
+from hfsync.transfer.ramp import FIRST_SETTLE, FIRST_WINDOW, STALL, WINDOW, Stopped, StreamRamp
 
 from .test_transfer_engine import KiB, MiB, make_setup, payload
 
@@ -63,6 +63,28 @@ def test_a_slow_single_stream_opens_every_stream_without_probing_two() -> None:
         ramp.count(250_000)  # 25 MB/s
     assert (ramp.decided, ramp.limit) == (True, 16)
     assert clock.now <= WINDOW  # sooner than a full window at one stream, then one at two
+
+
+def probe_one(rate: float, until: float) -> tuple[StreamRamp, float]:
+    """One stream delivering `rate` bytes/s in 10 ms steps until decided or `until` seconds."""
+    clock = FakeClock()
+    ramp = StreamRamp(16, start=1, clock=clock)
+    ramp.acquire((0, 0, 0), threading.Event())
+    ramp.count(1, first=True)
+    while not ramp.decided and clock.now < until - 1e-9:
+        clock.now += 0.01
+        ramp.count(int(rate / 100))
+    return ramp, clock.now
+
+
+def test_a_slow_stream_is_told_after_the_short_first_window() -> None:
+    """A capped stream opens every stream after ~70 ms, not after the fast path's 150 ms."""
+    ramp, when = probe_one(25e6, 1.0)
+    assert (ramp.decided, ramp.limit) == (True, 16)
+    assert when <= FIRST_SETTLE + FIRST_WINDOW + 0.011
+    # a fast stream is still measuring its baseline then (half a window), at one stream
+    ramp, _ = probe_one(1e9, FIRST_SETTLE + FIRST_WINDOW + 0.02)
+    assert (ramp.decided, ramp.limit) == (False, 1)
 
 
 def test_a_cpu_bound_link_keeps_one_stream() -> None:

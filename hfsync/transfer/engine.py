@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .. import httplog
 from ..auth import redact
@@ -30,6 +30,7 @@ from .fetch import READ_ERRORS, Expired, Retryable, Timeouts, parse_content_rang
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
 from .partfile import disk_error
 from .ramp import Stopped, StreamRamp
+from .ranges import guided_piece
 from .ratelimit import TokenBucket
 from .space import allocated_bytes, check_free_space
 from .verify import HashPipe, HashThread, PrefixHasher
@@ -37,6 +38,7 @@ from .wire import DataClient, Response
 
 MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
 READ_SIZE = 512 * 1024  # per read: large enough that per-call overhead is noise; x2 per worker
+MIN_PIECE = 2 * 1024 * 1024  # smallest piece near the end: ~0.1 s at 25 MB/s, one request each
 _STOP_GRACE = 5.0
 
 
@@ -58,19 +60,34 @@ def run_transfers(
 
 
 class _TaskQueue:
-    """FIFO of tasks that can take urgent work at the front and be closed to stop workers."""
+    """FIFO of tasks that can take urgent work at the front and be closed to stop workers.
 
-    def __init__(self) -> None:
+    Chunks of many-chunk files shrink as the queue runs dry (`ranges.guided_piece`): a task
+    bigger than its share is cut, its rest put back at the front, so the order is unchanged.
+    """
+
+    def __init__(
+        self,
+        streams: Callable[[], int] = lambda: 1,
+        chunk_size: int = 0,
+        min_piece: int = 0,
+    ) -> None:
         self._items: collections.deque[Task] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._streams = streams  # how many streams share the queued bytes now (the ramp's)
+        self._chunk_size = chunk_size  # tasks of files up to this size are never cut
+        self._min_piece = min_piece  # 0: never cut
+        self._queued = 0  # bytes of the queued ranges
 
     def put(self, tasks: Iterable[Task], *, front: bool = False) -> None:
+        tasks = list(tasks)
         with self._cond:
             if front:
-                self._items.extendleft(reversed(list(tasks)))
+                self._items.extendleft(reversed(tasks))
             else:
                 self._items.extend(tasks)
+            self._queued += sum(t.end - t.start for t in tasks)
             self._cond.notify_all()
 
     def get(self) -> Task | None:
@@ -79,7 +96,17 @@ class _TaskQueue:
                 self._cond.wait()
             if self._closed:
                 return None
-            return self._items.popleft()
+            task = self._items.popleft()
+            size = task.end - task.start
+            if task.file.size > self._chunk_size:
+                piece = guided_piece(size, self._queued, self._streams(), self._min_piece)
+                if piece < size:
+                    rest = Task(task.file, task.start + piece, task.end, task.generation)
+                    self._items.appendleft(rest)
+                    task = Task(task.file, task.start, task.start + piece, task.generation)
+                    size = piece
+            self._queued -= size
+            return task
 
     def close(self) -> None:
         with self._cond:
@@ -144,7 +171,6 @@ class _Engine:
         self.bucket = TokenBucket(config.bwlimit) if config.bwlimit else None
         self.read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
         self.stop = threading.Event()
-        self.queue = _TaskQueue()
         self.outcomes: list[FileOutcome | None] = [None] * len(jobs)
         self._lock = threading.Lock()
         self._remaining = 0
@@ -154,6 +180,7 @@ class _Engine:
         self.hash_thread = HashThread()  # hashes in-order buffers beside the receiving workers
         # 1 stream per big file first, more only while they add throughput (ramp.py)
         self.ramp = StreamRamp(config.connections, start=1)
+        self.queue = _TaskQueue(lambda: self.ramp.limit, config.chunk_size, MIN_PIECE)
 
     # -- orchestration ----------------------------------------------------------------------
 

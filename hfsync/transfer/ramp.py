@@ -31,7 +31,17 @@ STALL = 0.2  # seconds without a bulk byte while probing: stop probing, use ever
 # Bytes/s per stream below which the CPU cannot be the limit (one core verifies ~1.4 GB/s):
 # a capped CDN stream (25 MB/s) then opens every stream after one short window, instead of
 # paying a second window at two streams (measured: 0.4 s more than no ramp on a capped link).
-SLOW_STREAM = 100e6
+# Twice the CDN cap, not more: on a busy 2-core box one uncapped loopback stream measured
+# 95 MB/s in its first 0.05 s window once, and 100e6 then opened all 16 streams, costing
+# 20-30% more CPU than one or two (P4's runs, 2026-12-02).
+SLOW_STREAM = 50e6
+# The first window tells a capped stream from a CPU-bound one, 4x apart or more (25 vs 100+
+# MB/s; one loopback stream does ~1 GB/s), so "slow" is decided after FIRST_WINDOW and a short
+# settling: every second at one stream on a capped link is ~0.9 s of the link idle (measured:
+# the probe took 0.17 s of a 2 GiB download with 0.05 s settling + 0.1 s). A fast stream goes
+# on to half a window, the baseline the two-stream window is compared with.
+FIRST_WINDOW = 0.05
+FIRST_SETTLE = 0.02
 
 
 class Stopped(Exception):
@@ -130,15 +140,21 @@ class StreamRamp:
                 self._unstarted -= 1
             if self.decided or self._full_since is None:
                 return
+            first_window = self._last_rate is None  # shorter: it mainly tells slow
             if self._mark is None:
-                if not self._unstarted and now - self._full_since >= SETTLE:
+                settle = FIRST_SETTLE if first_window else SETTLE
+                if not self._unstarted and now - self._full_since >= settle:
                     self._mark = (now, self._bytes)
                 return
             started, base = self._mark
-            first_window = self._last_rate is None  # half as long: it only has to tell slow
-            if now - started < (self._window / 2 if first_window else self._window):
+            elapsed = now - started
+            if first_window and min(FIRST_WINDOW, self._window / 2) <= elapsed < self._window / 2:
+                if (self._bytes - base) / elapsed / self.limit < SLOW_STREAM:
+                    self._decide((self._bytes - base) / elapsed)  # slow: every stream now
                 return
-            self._decide((self._bytes - base) / (now - started))
+            if elapsed < (self._window / 2 if first_window else self._window):
+                return
+            self._decide((self._bytes - base) / elapsed)
 
     def _decide(self, rate: float) -> None:
         previous, self._last_rate = self._last_rate, rate
