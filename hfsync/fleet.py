@@ -276,10 +276,18 @@ def sync_host(
     out = outcome or HostOutcome(ssh_command, _display(spec))
     started = time.monotonic()
     rev = revision or opts.revision
-    conn = connect(spec, timeout=opts.connect_timeout)
-    out.display = conn.display
-    if on_connect is not None:
-        on_connect(conn)
+    opened: list[Any] = []
+
+    def connected() -> Any:
+        conn = connect(spec, timeout=opts.connect_timeout)
+        opened.append(conn)
+        out.display = conn.display
+        if on_connect is not None:
+            on_connect(conn)
+        return conn
+
+    # --via push connects inside to_remote, on a thread, while the repo is listed
+    conn = None if opts.via == "push" else connected()
     try:
         use_pull, out.via_reason, plan = False, "", None
         pull_opts = PullOptions(
@@ -351,13 +359,15 @@ def sync_host(
                 streams=opts.streams,
                 connect_timeout=opts.connect_timeout,
                 conn=conn,
+                connector=connected,
             )
             result.revision = opts.revision
             result.via = out.via  # a dry run that would pull planned the push path's way
         out.result = result
         return out
     finally:
-        conn.close()
+        for each in opened:
+            each.close()
         out.duration = time.monotonic() - started
 
 

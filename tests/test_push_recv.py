@@ -8,6 +8,7 @@ push resumes from that part and verifies the whole file."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -114,3 +115,43 @@ def test_streams_out_of_range_is_a_usage_error(sshd_server: SSHServer, tmp_path:
     assert result.returncode == 2
     assert "--streams" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+COUNT_REPLACES = (
+    "import os, sys; calls = []; real = os.replace\n"
+    "def counted(*a, **k):\n    calls.append(a[1]); return real(*a, **k)\n"
+    "os.replace = counted\n"
+    "sys.argv = ['agent.py', 'recv', sys.argv[1]]\n"
+    "try:\n    exec(compile(open({agent!r}).read(), 'agent', 'exec'))\n"
+    "finally:\n    sys.stderr.write(repr(calls))\n"
+)
+
+
+def recv_counting(root: Path, stdin: bytes) -> tuple[list[dict], list[str]]:
+    """`recv` as above, plus the destinations of every os.replace the agent made."""
+    code = COUNT_REPLACES.format(agent=str(AGENT))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(root / "host")], input=stdin, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    return replies, ast.literal_eval(proc.stderr.decode())
+
+
+def test_new_metadata_is_created_in_place_and_old_metadata_replaced_whole(tmp_path: Path) -> None:
+    """A file placed where nothing was costs one rename (its part), not two: its metadata is
+    created in place. Metadata that exists is still replaced through a temp file."""
+    files = {"a.txt": b"one\n", "d/b.txt": b"two\n"}
+    replies, renamed = recv_counting(tmp_path, b"".join(frame(p, d) for p, d in files.items()))
+    assert [r["ok"] for r in replies] == [True, True]
+    host = tmp_path / "host"
+    assert sorted(renamed) == sorted(str(host / p) for p in files)  # the parts only
+    for path, data in files.items():
+        meta = (host / ".cache/huggingface/download" / f"{path}.metadata").read_text()
+        assert meta.splitlines()[:2] == [COMMIT, hashlib.sha256(data).hexdigest()]
+    new = b"changed\n"
+    replies, renamed = recv_counting(tmp_path, frame("a.txt", new))
+    meta_path = host / ".cache/huggingface/download/a.txt.metadata"
+    assert renamed == [str(host / "a.txt"), str(meta_path)]
+    assert meta_path.read_text().splitlines()[1] == hashlib.sha256(new).hexdigest()
+    assert not list(meta_path.parent.glob("*.tmp"))

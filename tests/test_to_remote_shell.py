@@ -449,7 +449,7 @@ def test_a_python3_older_than_3_6_counts_as_none(
         pytest.skip(f"{real} is needed to stand in for an old python3")
     old = user.home / "bin/python3"
     old.write_text(
-        "#!/bin/sh\nshift\nboot=$1\nshift\n"
+        '#!/bin/sh\nwhile [ "$1" != -c ]; do shift; done\nshift\nboot=$1\nshift\n'
         f'exec {real} -c "import sys; '
         'sys.version_info = (3, 5, 2)\n$boot" "$@"\n'
     )

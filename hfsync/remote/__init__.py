@@ -5,3 +5,7 @@
 ``~/.ssh/config``); ``hostkeys`` is the known_hosts logic; ``channel`` moves bytes over exec
 channels fast. Push and remote pull build on these.
 """
+
+from . import lazy_invoke
+
+lazy_invoke.install()  # before any submodule imports paramiko
