@@ -70,7 +70,7 @@ class HubClient:
         self._pool_size = pool_size
         self._session: HubSession | None = None
         self._session_lock = threading.Lock()
-        user_agent = f"hfsync/{__version__}"
+        self.user_agent = user_agent = f"hfsync/{__version__}"
         self._direct = hub_direct.DirectApi(self.endpoint, self.token, user_agent)
         self.api_calls = 0
 
@@ -83,8 +83,9 @@ class HubClient:
                     from .httplog import install as log_http
                     from .hub_session import new_session
 
-                    user_agent = f"hfsync/{__version__}"
-                    session = new_session(self.endpoint, self.token, self._pool_size, user_agent)
+                    session = new_session(
+                        self.endpoint, self.token, self._pool_size, self.user_agent
+                    )
                     log_http(session)  # --debug / HFSYNC_DEBUG: one stderr line per request
                     self._session = session
         return self._session

@@ -64,7 +64,7 @@ class OneShotServer:
 def client() -> Iterator[DataClient]:
     session = requests.Session()
     session.trust_env = False
-    data = DataClient(session, ("http", "hub.example", 80), "hf_secret")
+    data = DataClient(lambda: session, ("http", "hub.example", 80), "hf_secret")
     yield data
     data.close()
 
@@ -100,7 +100,7 @@ def test_the_token_goes_only_to_the_hub_origin(client: DataClient) -> None:
     finally:
         server.close()
     hub = DataClient(
-        requests.Session(), ("http", "127.0.0.1", None), "hf_secret"
+        requests.Session, ("http", "127.0.0.1", None), "hf_secret"
     )  # origin() of a URL without a port: (scheme, host, default port)
     server = OneShotServer(b"ok")
     try:
@@ -149,13 +149,13 @@ def test_an_origin_a_proxy_applies_to_goes_through_the_proxy(
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     session = requests.Session()  # trust_env: what the Hub client keeps when a proxy is set
-    data = DataClient(session, ("http", "hub.example", 80), None)
+    data = DataClient(lambda: session, ("http", "hub.example", 80), None)
     try:
         with pytest.raises(WireError):
             data.get(f"http://127.0.0.1:{server.port}/f", {}, (2.0, 5.0))
         assert server.accepted == 0, "the proxy was bypassed"
         monkeypatch.setenv("no_proxy", "127.0.0.1")
-        direct = DataClient(session, ("http", "hub.example", 80), None)
+        direct = DataClient(lambda: session, ("http", "hub.example", 80), None)
         assert read_all(direct.get(f"http://127.0.0.1:{server.port}/f", {}, TIMEOUTS)) == (
             b"direct"
         )
@@ -272,4 +272,26 @@ def test_a_response_with_too_many_headers_is_a_network_error(client: DataClient)
         with pytest.raises(WireError, match="more than 100 headers"):
             client.get(f"http://127.0.0.1:{server.port}/file", {}, TIMEOUTS)
     finally:
+        server.close()
+
+
+def test_without_a_proxy_variable_the_session_is_never_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `requests` session exists for proxied origins only; building it imports `requests`,
+    which a run without a proxy must not pay for (the factory here refuses to be called)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    def no_session() -> requests.Session:
+        raise AssertionError("the requests session was built without a proxy")
+
+    data = DataClient(no_session, ("http", "hub.example", 80), None, user_agent="hfsync/test")
+    server = OneShotServer(b"plain")
+    try:
+        assert read_all(data.get(f"http://127.0.0.1:{server.port}/f", {}, TIMEOUTS)) == b"plain"
+        assert b"user-agent: hfsync/test" in server.requests[0].lower()
+    finally:
+        data.close()
         server.close()

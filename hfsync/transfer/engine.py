@@ -187,10 +187,11 @@ class _Engine:
     def run(self) -> TransferReport:
         client = self.client
         session = DataClient(
-            client.session,
+            lambda: client.session,  # built only for a proxied origin
             origin(client.endpoint),
             client.token,
             on_response=httplog.log_request if httplog.enabled() else None,
+            user_agent=client.user_agent,
         )
         try:
             return self._run_all(session)

@@ -20,9 +20,6 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-import requests
-import urllib3.exceptions
-
 from ..defaults import origin
 from ..errors import HfsyncError, IntegrityError
 from ..gate import OriginGate
@@ -38,10 +35,8 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 __all__ = ["READ_ERRORS", "BodyReader", "Expired", "Retryable", "Source", "Timeouts"]
 
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    OSError,  # requests.RequestException is one; BodyReader turns urllib3's into ConnectionError
     http.client.HTTPException,
-    urllib3.exceptions.HTTPError,
-    requests.RequestException,
     ValueError,  # read on a response closed under us (stop/abort)
 )
 
