@@ -43,6 +43,9 @@ NOT_FOR_VERSION = (
     # `cli.common` imports them where a command needs them.
     "hfsync.files",
     "hfsync.auth",
+    # stdlib modules only hfsync's own code would bring in here (origin(), the SIGTERM handler)
+    "urllib.parse",
+    "signal",
     *(f"hfsync.cli{entry.module}" for entry in COMMANDS.values()),
 )
 
