@@ -229,7 +229,11 @@ class HostOpening:
                 conn.close()
                 raise
             if self._prestart:
-                host.prestart_stream()
+                try:
+                    host.prestart_stream()
+                except BaseException:
+                    host.close()  # nobody else will: result() hands over only an open host
+                    raise
         except BaseException as exc:  # noqa: BLE001 - re-raised by result()
             self._error = exc
             return
