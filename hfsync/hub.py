@@ -62,6 +62,8 @@ class HubClient:
         offline: bool | None = None,
     ) -> None:
         self.endpoint = check_endpoint(env.endpoint(endpoint), "--endpoint" if endpoint else None)
+        scheme, netloc = urlsplit(self.endpoint)[:2]
+        self._origin_root = f"{scheme}://{netloc}"  # where path-only Locations resolve to
         self.token = resolve_token(token)
         self.retry = retry or RetryPolicy()
         # one gate for the API client and every transfer worker (the engine gets this client)
@@ -105,9 +107,8 @@ class HubClient:
         `/api/resolve-cache/…` Location (DESIGN.md section 4), joined to the endpoint's origin
         as any path-only Location is. A prediction (resolve_cache.py): used only once the Hub
         redirected one file of the commit to exactly this URL."""
-        scheme, netloc, _, _, _ = urlsplit(self.endpoint)
         where = f"{repo_type}s/{repo_id}/{commit}/{quote(path)}"
-        return f"{scheme}://{netloc}/api/resolve-cache/{where}"
+        return f"{self._origin_root}/api/resolve-cache/{where}"
 
     def resolve_location(self, url: str, size: int | None = None) -> str | None:
         """Where a `/resolve` URL's bytes are, without fetching them (the fleet's driver

@@ -6,6 +6,11 @@ runs with `invoke.run`. That import was ~40 % of `import paramiko`: 0.13 s of CP
 runs each), a tenth of a 2,000-file push's local CPU. A placeholder module stands in until
 something reads an attribute of it; then the real invoke is imported and used, so
 `Match exec` behaves as before (and a missing invoke still fails the way paramiko reports).
+
+Not `importlib.util.LazyLoader`: its module loads on any attribute read, and `import invoke`
+of a module already in sys.modules reads `__spec__`, so paramiko's own import would load it
+(tried: invoke.tasks, yaml and unittest.mock were all imported). A plain ModuleType holds
+`__spec__` itself and loads only on attributes it lacks.
 """
 
 from __future__ import annotations

@@ -223,13 +223,7 @@ class FileDownload:
         end = offset + len(data)
         block_end = end - end % WRITEOUT_BLOCK
         if block_end > offset:
-            self._write_out(offset - offset % WRITEOUT_BLOCK, block_end)
-
-    def _write_out(self, start: int, end: int) -> None:
-        """Start write-out of `[start, end)` if the part file is open (a hint: never waits)."""
-        fd = self.part.fd
-        if fd is not None and end > start:
-            start_writeback(fd, start, end - start)
+            _write_out(self.part, offset - offset % WRITEOUT_BLOCK, block_end)
 
     def write_back(self, verified: int) -> None:
         """Start disk write-out of the verified prefix up to `verified`, 16 MiB at a time.
@@ -243,9 +237,7 @@ class FileDownload:
             return  # small files: the fsync alone is cheaper than the extra call
         if verified - start < WRITEBACK_STEP and verified < self.size:
             return
-        fd = self.part.fd
-        if fd is not None and verified > start:
-            start_writeback(fd, start, verified - start)
+        _write_out(self.part, start, verified)
         self._written_back = verified
 
     def wait_for_writers(self, timeout: float) -> None:
@@ -284,7 +276,9 @@ class FileDownload:
                 self.done.add(task.start, task.end)
                 self._journal(task.start, task.end)
                 if self.size > WRITEBACK_STEP:  # the range's last partial block (`write`)
-                    self._write_out(max(task.start, task.end - task.end % WRITEOUT_BLOCK), task.end)
+                    _write_out(
+                        self.part, max(task.start, task.end - task.end % WRITEOUT_BLOCK), task.end
+                    )
             if self.hashing:
                 return False  # the thread hashing now will see the new range
             self.hashing = True
@@ -439,3 +433,10 @@ class FileDownload:
                 path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _write_out(part: PartFile, start: int, end: int) -> None:
+    """Start write-out of `[start, end)` if the part file is open (a hint: never waits)."""
+    fd = part.fd
+    if fd is not None and end > start:
+        start_writeback(fd, start, end - start)

@@ -91,4 +91,4 @@ def guided_piece(size: int, queued: int, streams: int, minimum: int) -> int:
     share = queued // streams
     if share >= size:  # work is plenty: the whole range
         return size
-    return min(size, max(minimum, share // minimum * minimum))
+    return max(minimum, share // minimum * minimum)  # < size: share < size, minimum < size
