@@ -14,7 +14,10 @@ third-party imports, and it never imports hfsync. Modes (all read stdin, write J
   (flock, the same file a local `hfsync sync` of that folder takes) until stdin closes, so a
   dead laptop frees it, and answers JSON requests, one per line: ``scan`` (sizes, mtimes,
   metadata and part files under ROOT, hashing what the metadata cannot vouch for), ``record``
-  (write metadata), ``delete`` (remove files).
+  (write metadata), ``delete`` (remove files) and ``recv``: the frames of ``recv ROOT`` below,
+  on the same stdin, until an ``{"end": true}`` header; then ``{"recv": "end"}`` and back to
+  requests. Why: the run's first push stream rides in the process that already holds the
+  lock, so a push costs one login shell and one python3 start on the host, not two.
 * ``recv ROOT``: framed files (a JSON header line, then the bytes), each appended to its part,
   hashed as it arrives, verified, renamed into place, its metadata written; one JSON reply each,
   written in bursts (Replies) and with each folder checked and made once (Folders), so a small
@@ -401,6 +404,7 @@ def do_serve(root, wait, holder):
         }
     )
     stdin = sys.stdin.buffer
+    folders = None
     while True:
         line = stdin.readline()
         if not line:
@@ -408,7 +412,15 @@ def do_serve(root, wait, holder):
         req = json.loads(line.decode("utf-8"))
         op = req.get("op")
         try:
-            if op == "scan":
+            if op == "recv":
+                if folders is None:
+                    enlarge_pipe(stdin.fileno())
+                    folders = Folders(root, init_state(root))
+                code = receive_inline(stdin, folders)
+                if code is not END:
+                    return code  # input ended, or the frames cannot go on: the session ends
+                reply = {"recv": "end"}
+            elif op == "scan":
                 reply = do_scan(root, req)
             elif op == "record":
                 reply = do_record(root, req["items"])
@@ -512,8 +524,11 @@ def receive_one(stdin, folders, replies, hdr):
     root, root_real = folders.root, folders.root_real
     rel, size, etag, commit = hdr["p"], hdr["s"], hdr["e"], hdr["c"]
     offset = hdr["o"]
-    final = checked(root, root_real, rel, folders)
-    part = folders.state_file(part_file(root, hdr["q"]))
+    try:
+        final = checked(root, root_real, rel, folders)
+        part = folders.state_file(part_file(root, hdr["q"]))
+    except Refused as exc:
+        return refused(stdin, replies, hdr, exc)
     if offset < 0 and current(root, rel, etag, size):
         replies.now({"p": rel, "at": size})
         return {"p": rel, "ok": True, "n": 0, "have": True}
@@ -547,8 +562,23 @@ def receive_one(stdin, folders, replies, hdr):
     if h.hexdigest() != etag:
         os.unlink(part)
         return {"p": rel, "ok": False, "kind": "integrity", "error": "content does not match"}
-    place(folders, part, final, rel, commit, etag, size - offset >= LONG_BODY)
+    try:
+        place(folders, part, final, rel, commit, etag, size - offset >= LONG_BODY)
+    except Refused as exc:  # the body was read: the stream goes on
+        return {"p": rel, "ok": False, "kind": exc.kind, "error": str(exc)}
     return {"p": rel, "ok": True, "n": size - offset}
+
+
+def refused(stdin, replies, hdr, exc):
+    """The reply for a frame refused before its body (an unsafe path or state folder). The
+    body is read past, and a frame that asks where its part stands is told there is nothing
+    to send, so the frames stay in step and the stream goes on: a stream inside the control
+    session must not end (its lock would go with it) over one file."""
+    if hdr["o"] < 0:
+        replies.now({"p": hdr["p"], "at": hdr["s"]})
+    else:
+        skip(stdin, hdr["s"] - hdr["o"])
+    return {"p": hdr["p"], "ok": False, "kind": exc.kind, "error": str(exc)}
 
 
 def enlarge_pipe(fd):
@@ -575,14 +605,30 @@ def do_recv(root):
         replies.flush()
 
 
-def receive_all(stdin, folders, replies):
-    """Frames until the input ends (0) or one cannot be carried out (4)."""
+END = "end"  # receive_all's result when an end header (not the input's end) stopped it
+
+
+def receive_inline(stdin, folders):
+    """`recv` inside the control session: frames until the end header (END), the input's end
+    (0) or a failure that stops the frames (4), every reply written before returning."""
+    replies = Replies(stdin.fileno())
+    try:
+        return receive_all(stdin, folders, replies, inline=True)
+    finally:
+        replies.flush()
+
+
+def receive_all(stdin, folders, replies, inline=False):
+    """Frames until the input ends (0), one cannot be carried out (4) or, `inline`, an end
+    header arrives (END)."""
     while True:
         replies.flush_if_idle()
         line = stdin.readline()
         if not line:
             return 0
         hdr = json.loads(line.decode("utf-8"))
+        if inline and hdr.get("end"):
+            return END
         try:
             reply = receive_one(stdin, folders, replies, hdr)
         except EOFError:

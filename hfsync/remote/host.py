@@ -5,7 +5,9 @@ installed on the host, the only argv is the mode and the folder, and the token (
 path never sends at all) could not leak through a process list. A run opens one *control
 session* (`agent.py serve`): it holds the folder's lock for as long as the channel lives and
 answers scan/record/delete requests, so however many requests a run makes they cost one remote
-process (a login shell costs 0.4 s on some hosts). Push streams are sessions of their own.
+process (a login shell costs 0.4 s on some hosts). The first push stream rides in that session
+too (`ControlStream`: the agent's `recv` request, frames until an end header, then requests
+again); further streams (`--streams N`, a stream after a broken one) are sessions of their own.
 Remote pull (the next issue) reuses the connection, the lock and the scan from here.
 """
 
@@ -248,6 +250,58 @@ class Session:
         self.channel.close()
 
 
+END_FRAMES = b'{"end": true}\n'  # ends the frames of a ControlStream; the agent answers RECV_END
+RECV_END = "end"
+
+
+class ControlStream(Session):
+    """The control session lent to one push stream: `{"op": "recv"}`, then frames on the same
+    channel until `close_input` sends the end header; the agent's `{"recv": "end"}` ends the
+    stream's replies and hands the session back for the run's later requests (deletes).
+
+    Why: a session of its own costs the host a login shell and a python3 start (0.18 s of
+    host CPU here, with a `.bashrc` that runs `pyenv init`), on the critical path of a small
+    push. A stream closed before that end (its framing broken: a send that failed midway)
+    takes the control session down with it (`RemoteHost.drop_control`); the next request
+    opens a new one, which takes the lock again."""
+
+    def __init__(self, host: RemoteHost, control: Session) -> None:  # noqa: D107
+        self.host = host
+        self.control = control
+        self.generation = host.generation  # the session is always the current connection's
+        self.channel = control.channel
+        self.replies = control.replies
+        self.ended = False
+        self._input_closed = False
+        self.send(b'{"op": "recv"}\n')
+
+    def next_reply(self, timeout: float | None) -> dict[str, Any] | None:
+        """The stream's next reply; None at the end header's answer or the session's end."""
+        if self.ended:
+            return None
+        reply = self.replies.get(timeout=timeout)
+        if reply is None:  # the agent is gone: the control session has ended too
+            self.replies.put(None)
+            self.ended = self.control.ended = True
+            return None
+        if reply.get("recv") == RECV_END:
+            self.ended = True
+            self.host.control_returned(self.control)
+            return None
+        return reply
+
+    def close_input(self) -> None:
+        """No more frames (the end header); the session itself stays open."""
+        if not self._input_closed:
+            self._input_closed = True
+            with contextlib.suppress(HfsyncError):
+                self.send(END_FRAMES)
+
+    def close(self) -> None:
+        if not self.ended:
+            self.host.drop_control(self.control)
+
+
 class RemoteHost:
     """The SSH connection plus the remote folder and its control session."""
 
@@ -261,6 +315,8 @@ class RemoteHost:
         self._reconnect_lock = threading.Lock()
         self._control: Session | None = None
         self._locked = False
+        self._lent = False  # the control session carries a push stream (ControlStream)
+        self._dropped = False  # a broken ControlStream ended it; the next call reopens it
         self._spare: list[Session | BaseException] = []
         self._spare_thread: threading.Thread | None = None
 
@@ -289,10 +345,14 @@ class RemoteHost:
         self.python = interpreter(hello.get("python"))
         self._control = session
         self._locked = lock
+        self._lent = self._dropped = False
 
     def call(self, op: str, **request: Any) -> dict[str, Any]:
         """One request on the control session (never while a push stream uses it)."""
+        if self._control is None and self._dropped:
+            self.open(lock=self._locked, wait=RELOCK_WAIT)
         assert self._control is not None, "open() first"
+        assert not self._lent, "the control session carries a push stream"
         return self._control.request({"op": op, **request})
 
     def call_with_progress(self, op: str, on_progress: Any, **request: Any) -> dict[str, Any]:
@@ -308,7 +368,10 @@ class RemoteHost:
 
     def prestart_stream(self) -> None:
         """Start opening a push stream now, so its remote process (a login shell and python3
-        starting: 0.4-0.7 s on some hosts) starts while the scan and the plan run."""
+        starting: 0.4-0.7 s on some hosts) starts while the scan and the plan run. Nothing
+        to start when the control session will carry the first stream (`lendable`)."""
+        if self.lendable():
+            return
 
         def opener() -> None:
             try:
@@ -320,7 +383,12 @@ class RemoteHost:
         self._spare_thread.start()
 
     def stream(self) -> Session:
-        """A push stream (`agent.py recv`): the prestarted one if it is usable, else a new one."""
+        """A push stream (`agent.py recv`): the control session if it is free, else the
+        prestarted one if it is usable, else a new one."""
+        if self.lendable():
+            assert self._control is not None
+            self._lent = True
+            return ControlStream(self, self._control)
         thread, self._spare_thread = self._spare_thread, None
         if thread is not None:
             thread.join()
@@ -330,6 +398,24 @@ class RemoteHost:
                     return spare
                 spare.close()
         return self.open_stream()
+
+    def lendable(self) -> bool:
+        """Whether the control session can carry a push stream now: an agent session (not
+        the shell's), open, and not carrying one already."""
+        control = self._control
+        return type(control) is Session and not self._lent and not control.ended
+
+    def control_returned(self, control: Session) -> None:
+        """A ControlStream saw the end of its frames: requests may go on the session again."""
+        if control is self._control:
+            self._lent = False
+
+    def drop_control(self, control: Session) -> None:
+        """A ControlStream closed midway (its frames out of step): end that session (and the
+        lock with it); the next `call` opens a new one."""
+        if control is self._control:
+            self._control, self._lent, self._dropped = None, False, True
+        control.close()
 
     def open_stream(self) -> Session:
         """A new push stream (a seam: remote/shell_host.py's ShellHost opens shell ones)."""
@@ -341,7 +427,7 @@ class RemoteHost:
         with self._reconnect_lock:
             if self.generation != seen_generation and self.conn.is_alive():
                 return
-            self._control = None
+            self._control, self._lent, self._dropped = None, False, False
             self.conn.reconnect(tries=tries, backoff=backoff)
             self.open(lock=self._locked, wait=RELOCK_WAIT)
             self.generation += 1
