@@ -31,7 +31,7 @@ REPO = "org/model"
 BIG = 6 * 1024 * 1024 + 13
 TOOLS = (
     "sh stat head cat mkdir mv rm rmdir readlink realpath truncate date sha256sum sha1sum "
-    "find sleep"
+    "find sleep sync"
 ).split()
 NOTE = "has no python3; pushing with the POSIX shell (slower hashing)"
 
@@ -485,3 +485,30 @@ def test_the_scan_script_batches_and_frames_every_name(tmp_path: Path) -> None:
         stats = [fields[i + 1].decode() for i in range(3, len(fields) - 1, 4) if fields[i] == b"S"]
         assert all(fields[i] == b"S" for i in range(3, len(fields) - 1, 4))
         assert sorted(stats) == sorted("./" + n for n in want)
+
+
+def test_each_file_is_synced_to_disk_before_its_rename(
+    hub: HubEmulator, repo: dict, sshd_server: SSHServer, user: LoginUser
+) -> None:
+    """The shell receiver makes each verified part durable (`sync FILE`) before `mv` gives it
+    its final name, and syncs the folder after: a power cut never leaves a final name on bytes
+    still only in the host's page cache. `sync` and `mv` are wrapped to log their operands."""
+    bin_dir, log = user.home / "bin", user.home / "calls.log"
+    for name in ("sync", "mv"):
+        real = os.path.realpath(bin_dir / name)
+        (bin_dir / name).unlink()
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+    result = push(sshd_server, user)
+    assert result.returncode == 0, result.stderr
+    dest = user.home / "models/m"
+    assert user_files(dest) == repo
+    calls = log.read_text().splitlines()
+    renames = [(i, c.split(" -- ")[1]) for i, c in enumerate(calls)
+               if c.startswith("mv ") and ".hfsync-part" in c]  # fmt: skip
+    assert len(renames) == len(repo)
+    for index, operands in renames:
+        part = operands[: operands.index(".hfsync-part") + len(".hfsync-part")]  # names have spaces
+        assert f"sync -- {part}" in calls[:index], f"{part} renamed before it was synced"
+        assert calls[index + 1].startswith("sync -- "), "the folder is not synced after the mv"

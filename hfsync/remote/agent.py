@@ -19,7 +19,8 @@ third-party imports, and it never imports hfsync. Modes (all read stdin, write J
   requests. Why: the run's first push stream rides in the process that already holds the
   lock, so a push costs one login shell and one python3 start on the host, not two.
 * ``recv ROOT``: framed files (a JSON header line, then the bytes), each appended to its part,
-  hashed as it arrives, verified, renamed into place, its metadata written; one JSON reply each,
+  hashed as it arrives, verified, fsynced, renamed into place, its metadata written (a burst at
+  a time: Placer); one JSON reply each,
   written in bursts (Replies) and with each folder checked and made once (Folders), so a small
   file costs its own syscalls and little else.
 """
@@ -150,12 +151,16 @@ class Replies:
         self.stdin_fd = stdin_fd
         self.held = []
         self.since = 0.0
+        self.placer = Placer(self.held)
 
     def add(self, doc):
-        if not self.held:
+        """Hold `doc` (None: the file waits in the placer, its reply comes when it is placed)."""
+        if not self.held and not self.placer.pending:
             self.since = time.time()
-        self.held.append(json.dumps(doc))
-        if len(self.held) >= self.MAX_HELD or time.time() - self.since >= self.MAX_AGE:
+        if doc is not None:
+            self.held.append(json.dumps(doc))
+        count = len(self.held) + len(self.placer.pending)
+        if count >= self.MAX_HELD or time.time() - self.since >= self.MAX_AGE:
             self.flush()
 
     def now(self, doc):
@@ -164,20 +169,108 @@ class Replies:
         self.flush()
 
     def flush(self):
+        self.placer.settle()  # nothing is reported placed before it is durable and in place
         if self.held:
             sys.stdout.write("\n".join(self.held) + "\n")
             sys.stdout.flush()
-            self.held = []
+            del self.held[:]  # the same list: the placer appends to it
 
     def flush_if_idle(self):
         """Flush when the next read would wait (the sender paused or is done)."""
-        if self.held:
+        if self.held or self.placer.pending:
             try:
                 ready = select.select([self.stdin_fd], [], [], 0)[0]
             except (OSError, ValueError):
                 ready = []
             if not ready:
                 self.flush()
+
+
+class Placer:
+    """Verified parts waiting to be made durable and renamed into place, a burst at a time.
+
+    Why: a final name must never point at bytes a power cut can still lose (the local target
+    fsyncs each part before its rename, too). One fsync per file right after its body, as a
+    local worker does, waits for each file's write-out in turn: measured +1.2 s on 2,000
+    small files. So each part's write-out is started as soon as it is verified
+    (sync_file_range WRITE, which does not wait), the parts are held with their fds open, and
+    when the replies go out (Replies.flush: every MAX_HELD files, MAX_AGE seconds, before a
+    long body, at the end) each held part is fsynced -- by then mostly written already --
+    renamed, its metadata written, and every folder that got new names fsynced once: measured
+    +0.3 s on those 2,000 files. A part whose fsync fails stays a part (resumable) and the
+    error ends the stream as any disk error does."""
+
+    def __init__(self, held):
+        self.held = held  # Replies.held: placed files' replies join it
+        self.pending = []
+        self.folders = None
+
+    def hold(self, folders, fd, part, final, rel, commit, etag, long_body, n):
+        self.folders = folders
+        start_write_out(fd)
+        self.pending.append((fd, part, final, rel, commit, etag, long_body, n))
+
+    def settle(self):
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        renamed = set()
+        try:
+            while pending:
+                fd, part, final, rel, commit, etag, long_body, n = pending.pop(0)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    place(self.folders, part, final, rel, commit, etag, long_body)
+                except Refused as exc:  # the body was read: the stream goes on
+                    reply = {"p": rel, "ok": False, "kind": exc.kind, "error": str(exc)}
+                else:
+                    renamed.add(os.path.dirname(final))
+                    reply = {"p": rel, "ok": True, "n": n}
+                self.held.append(json.dumps(reply))
+        finally:
+            for item in pending:  # after a failure: the rest stay parts, resumed next run
+                os.close(item[0])
+            for folder in renamed:  # the new names themselves
+                fsync_folder(folder)
+
+
+_write_out = []
+
+
+def start_write_out(fd):
+    """Start writing `fd`'s dirty pages to disk without waiting (Linux sync_file_range);
+    elsewhere, or if libc lacks it, nothing: the later fsync then does all the work."""
+    if not _write_out:
+        func = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes  # only when a file is received: ~5 ms of import
+
+                func = ctypes.CDLL(None, use_errno=True).sync_file_range
+                func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+            except (ImportError, OSError, AttributeError):
+                func = None
+        _write_out.append(func)
+    func = _write_out[0]
+    if func is not None:
+        func(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE; a hint: its errors are the fsync's to report
+
+
+def fsync_folder(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):  # folders that cannot be fsynced
+            raise
+    finally:
+        os.close(fd)
 
 
 def meta_path(root, rel):
@@ -519,8 +612,10 @@ def place(folders, part, final, rel, commit, etag, long_body):
 
 
 def receive_one(stdin, folders, replies, hdr):
-    """One frame. Returns the reply; raises EOFError when the stream ended mid-frame (the part
-    keeps what arrived, for the next run to resume) and OSError on a disk failure."""
+    """One frame. Returns the reply, or None for a verified file, which waits in the placer
+    (Placer: durable, then renamed, then its reply); raises EOFError when the stream ended
+    mid-frame (the part keeps what arrived, for the next run to resume) and OSError on a disk
+    failure."""
     root, root_real = folders.root, folders.root_real
     rel, size, etag, commit = hdr["p"], hdr["s"], hdr["e"], hdr["c"]
     offset = hdr["o"]
@@ -533,6 +628,7 @@ def receive_one(stdin, folders, replies, hdr):
         replies.now({"p": rel, "at": size})
         return {"p": rel, "ok": True, "n": 0, "have": True}
     fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    held = False
     try:
         lock_part(fd)
         have = os.fstat(fd).st_size
@@ -557,16 +653,18 @@ def receive_one(stdin, folders, replies, hdr):
         if size - offset >= LONG_BODY:
             replies.flush()
         receive_bytes(stdin, fd, h, size - offset)
+        if h.hexdigest() == etag:  # placed, and its reply made, when the replies go out
+            long_body = size - offset >= LONG_BODY
+            replies.placer.hold(
+                folders, fd, part, final, rel, commit, etag, long_body, size - offset
+            )
+            held = True
+            return None
     finally:
-        os.close(fd)
-    if h.hexdigest() != etag:
-        os.unlink(part)
-        return {"p": rel, "ok": False, "kind": "integrity", "error": "content does not match"}
-    try:
-        place(folders, part, final, rel, commit, etag, size - offset >= LONG_BODY)
-    except Refused as exc:  # the body was read: the stream goes on
-        return {"p": rel, "ok": False, "kind": exc.kind, "error": str(exc)}
-    return {"p": rel, "ok": True, "n": size - offset}
+        if not held:
+            os.close(fd)
+    os.unlink(part)
+    return {"p": rel, "ok": False, "kind": "integrity", "error": "content does not match"}
 
 
 def refused(stdin, replies, hdr, exc):

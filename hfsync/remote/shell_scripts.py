@@ -109,7 +109,7 @@ hf_checked() {  # REL -> hf_f (R/REL); 1 + hf_k=path/hf_e when unsafe
 MT=%Y
 case $(stat -c %.9Y / 2>/dev/null) in *[0-9].[0-9]*) MT=%.9Y ;; esac
 hf_missing=
-for hf_t in stat head cat mkdir mv rm rmdir readlink truncate date sha256sum sha1sum; do
+for hf_t in stat head cat mkdir mv rm rmdir readlink truncate date sha256sum sha1sum sync; do
   command -v "$hf_t" >/dev/null 2>&1 || hf_missing="$hf_missing $hf_t"
 done
 hf_flock=
@@ -337,7 +337,11 @@ hf_one() {  # one frame; 1: fatal (reply printed), 2: the input ended mid-frame
   if [ -d "$hf_f" ] && [ ! -L "$hf_f" ]; then
     hf_unlock; hf_x disk 1 "cannot write $hf_f: a folder is in the way"; return 1
   fi
+  # Durable before it has its final name (the python agent's Placer, the local target): coreutils
+  # `sync FILE` fsyncs that file; a sync that takes no operands syncs everything, as durable.
+  sync -- "$hf_part" 2>/dev/null || sync
   hf_try mv -f -- "$hf_part" "$hf_f" || { hf_unlock; hf_fatal; return 1; }
+  sync -- "$hf_fd" 2>/dev/null || sync  # the new name itself
   hf_unlock
   hf_write_meta "$hf_p" "$hf_commit" "$hf_etag" || { hf_x "$hf_k" 1 "$hf_e"; return 1; }
   printf 'K %s %s\n' "$hf_seq" "$hf_len"
