@@ -8,14 +8,25 @@ from types import SimpleNamespace
 
 import pytest
 
-from hfsync.transfer import download
-from hfsync.transfer.download import WRITEBACK_STEP, FileDownload, start_writeback
+from hfsync.testing.hub import HubEmulator
+from hfsync.transfer import TransferConfig, download
+from hfsync.transfer.download import (
+    DROP_LAG,
+    DROP_STEP,
+    WRITEBACK_STEP,
+    FileDownload,
+    start_writeback,
+)
+
+from .test_transfer_engine import make_setup, payload
 
 MiB = 1024 * 1024
 
 
 def _file(size: int, fd: int = 7) -> SimpleNamespace:
-    return SimpleNamespace(size=size, _written_back=0, part=SimpleNamespace(fd=fd))
+    return SimpleNamespace(
+        size=size, _written_back=0, part=SimpleNamespace(fd=fd), drop_behind=lambda verified: None
+    )
 
 
 @pytest.fixture
@@ -64,3 +75,86 @@ def test_real_write_out_keeps_the_bytes(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == data
+
+
+# -- drop-behind: verified bytes leave the page cache, never bytes the hasher still needs ----
+
+
+def _dropping(fd: int | None = 7) -> SimpleNamespace:
+    import threading
+
+    return SimpleNamespace(_dropped=0, write_lock=threading.Lock(), part=SimpleNamespace(fd=fd))
+
+
+@pytest.fixture
+def drops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(download, "_drop", lambda part, start, end: seen.append((start, end)))
+    return seen
+
+
+def test_drops_trail_the_hasher_by_the_lag_in_whole_steps(drops: list) -> None:
+    f = _dropping()
+    for verified in range(0, DROP_LAG + 3 * DROP_STEP + MiB + 1, MiB):
+        FileDownload.drop_behind(f, verified)  # type: ignore[arg-type]
+    assert drops == [(0, DROP_STEP), (DROP_STEP, 2 * DROP_STEP), (2 * DROP_STEP, 3 * DROP_STEP)]
+    FileDownload.drop_behind(f, DROP_LAG + 3 * DROP_STEP + MiB)  # type: ignore[arg-type]
+    assert len(drops) == 3  # each range once
+
+
+def test_nothing_is_dropped_within_the_lag(drops: list) -> None:
+    f = _dropping()
+    FileDownload.drop_behind(f, DROP_LAG + DROP_STEP - 1)  # type: ignore[arg-type]
+    assert drops == []
+
+
+def test_real_drop_keeps_dirty_bytes(tmp_path: Path) -> None:
+    """posix_fadvise(DONTNEED) on pages not yet written to disk must not lose them."""
+    path = tmp_path / "part"
+    data = os.urandom(4 * MiB)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, 0)
+        part = SimpleNamespace(fd=fd)
+        download._drop(part, 0, len(data))  # type: ignore[arg-type]
+        download._drop(part, 0, 10 * len(data))  # type: ignore[arg-type] # past the end
+        os.fsync(fd)
+        download._drop(part, 0, len(data))  # type: ignore[arg-type] # clean now: really dropped
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_a_big_download_drops_only_hashed_bytes_and_stays_exact(
+    hub: HubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ignore_range: bool
+) -> None:
+    """Every dropped range lies behind the hasher when dropped; the file is exact either way
+    (ranged streams, and one stream when the server ignores Range)."""
+    lag, step = 2 * MiB, MiB
+    monkeypatch.setattr(download, "DROP_LAG", lag)
+    monkeypatch.setattr(download, "DROP_STEP", step)
+    seen: list[tuple[int, int, int]] = []  # (start, end, bytes hashed when dropped)
+    real = FileDownload.drop_behind
+
+    def spy(self: FileDownload, verified: int) -> None:
+        # ranged: the file's hasher; one stream: the stream's own (`verified` is its offset)
+        hashed = verified if self.streaming else self.hasher.offset
+        assert verified <= hashed
+        before = self._dropped
+        real(self, verified)
+        if self._dropped > before:
+            seen.append((before, self._dropped, hashed))
+
+    monkeypatch.setattr(FileDownload, "drop_behind", spy)
+    size = WRITEBACK_STEP + 8 * MiB + 123
+    s = make_setup(hub, tmp_path, {"model.safetensors": payload(size, 11)})
+    hub.faults.ignore_range = ignore_range
+    report = s.run(TransferConfig(connections=4, chunk_size=4 * MiB, max_tries=4))
+    assert all(o.ok for o in report.outcomes), [o.error for o in report.outcomes]
+    s.assert_exact()
+    assert seen, "nothing was dropped"
+    assert all(end <= hashed - lag for _, end, hashed in seen)
+    assert sorted(seen)[0][0] == 0
+    assert max(end for _, end, _ in seen) > size - lag - 2 * step  # up to the end
