@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,20 @@ def test_a_corrupt_file_next_to_good_ones_is_never_renamed(tmp_path: Path) -> No
     assert (tmp_path / "host" / "good.bin").read_bytes() == good
     assert not (tmp_path / "host" / "bad.bin").exists()
     assert [e[2] for e in events if e[0] == "replace"] == [str(tmp_path / "host" / "good.bin")]
+
+
+def test_a_host_with_a_low_open_file_limit_still_takes_a_burst(tmp_path: Path) -> None:
+    """Held parts are open fds: a burst never holds more than a quarter of the host's limit."""
+    files = {f"f{i}.txt": os.urandom(50 + i) for i in range(300)}
+    root = tmp_path / "host"
+    proc = subprocess.run(
+        [sys.executable, str(AGENT), "recv", str(root)],
+        input=b"".join(frame(p, d) for p, d in files.items()),
+        capture_output=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)),
+    )
+    assert proc.returncode == 0, proc.stdout[-300:] + proc.stderr[-300:]
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert all(r["ok"] for r in replies) and len(replies) == len(files)
+    for path, data in files.items():
+        assert (root / path).read_bytes() == data

@@ -152,6 +152,7 @@ class Replies:
         self.held = []
         self.since = 0.0
         self.placer = Placer(self.held)
+        self.max_held = held_limit(self.MAX_HELD)
 
     def add(self, doc):
         """Hold `doc` (None: the file waits in the placer, its reply comes when it is placed)."""
@@ -160,7 +161,7 @@ class Replies:
         count = len(self.held) + len(self.placer.pending)
         if count == 1:  # the burst's first: its age counts from now
             self.since = time.time()
-        if count >= self.MAX_HELD or time.time() - self.since >= self.MAX_AGE:
+        if count >= self.max_held or time.time() - self.since >= self.MAX_AGE:
             self.flush()
 
     def now(self, doc):
@@ -192,6 +193,21 @@ class Replies:
                 ready = []
             if not ready:
                 self.flush()
+
+
+def held_limit(most):
+    """How many replies (and so parts, each an open fd in the Placer) a burst may hold: `most`,
+    or a quarter of the open-file limit where that is lower (a host with `ulimit -n 64` must
+    not fail a push with EMFILE)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return most
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return most
+    return max(1, min(most, soft // 4))
 
 
 class Placer:
@@ -644,8 +660,6 @@ def receive_bytes(stdin, fd, h, left):
 
 
 WRITE_OUT_EVERY = 8 << 20  # so the fsync before a big file's rename finds little left to write
-
-
 LONG_BODY = 1 << 20  # a body this long takes a while: replies held before it go out first
 
 
