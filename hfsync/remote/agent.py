@@ -644,6 +644,7 @@ def receive_bytes(stdin, fd, h, left):
         _buffers.append(bytearray(RECV_BUFFER))
     view = memoryview(_buffers[0])
     unflushed = 0
+    pos = dropped = os.lseek(fd, 0, os.SEEK_CUR)
     while left > 0:
         n = stdin.readinto(view[: min(left, RECV_BUFFER)])
         if not n:
@@ -653,13 +654,35 @@ def receive_bytes(stdin, fd, h, left):
         while chunk:
             chunk = chunk[os.write(fd, chunk) :]
         left -= n
+        pos += n
         unflushed += n
         if unflushed >= WRITE_OUT_EVERY:  # a long body goes to disk as it comes (Placer)
             start_write_out(fd)
             unflushed = 0
+            if pos - DROP_LAG - dropped >= WRITE_OUT_EVERY:
+                dropped = drop_behind(fd, dropped, pos - DROP_LAG)
 
 
 WRITE_OUT_EVERY = 8 << 20  # so the fsync before a big file's rename finds little left to write
+DROP_LAG = 64 << 20
+
+
+def drop_behind(fd, start, end):
+    """Drop the clean cached pages of `[start, end)` of a part being received; returns `end`.
+
+    Why: the same as the local engine's drop-behind (docs/architecture.md, "Transfers"): a
+    big file otherwise fills the host's page cache with pages nothing reads again, and on a
+    VM that hands freed memory back to its host each fresh page is a host fault. Bytes that
+    far behind were hashed from the buffer and their write-out started long ago; dirty pages
+    are never dropped (the kernel keeps them), so this is only a hint."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+    return end
+
+
 LONG_BODY = 1 << 20  # a body this long takes a while: replies held before it go out first
 
 
