@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,21 +63,6 @@ def test_closed_part_file_is_skipped(calls: list) -> None:
     assert calls == []
 
 
-def test_real_write_out_keeps_the_bytes(tmp_path: Path) -> None:
-    """The real call (libc where it exists, a no-op elsewhere) never changes the file."""
-    path = tmp_path / "part"
-    data = os.urandom(2 * MiB)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, data, 0)
-        start_writeback(fd, 0, len(data))
-        start_writeback(fd, 0, 10 * len(data))  # past the end: harmless
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == data
-
-
 # -- drop-behind: verified bytes leave the page cache, never bytes the hasher still needs ----
 
 
@@ -108,18 +94,26 @@ def test_nothing_is_dropped_within_the_lag(drops: list) -> None:
     assert drops == []
 
 
-def test_real_drop_keeps_dirty_bytes(tmp_path: Path) -> None:
-    """posix_fadvise(DONTNEED) on pages not yet written to disk must not lose them."""
+HINTS = {
+    "write-out": lambda fd, start, end: start_writeback(fd, start, end - start),
+    "drop": lambda fd, start, end: download._drop(SimpleNamespace(fd=fd), start, end),
+}
+
+
+@pytest.mark.parametrize("hint", HINTS.values(), ids=list(HINTS))
+def test_real_hints_keep_the_bytes(tmp_path: Path, hint: Callable[[int, int, int], None]) -> None:
+    """The real calls (sync_file_range, posix_fadvise DONTNEED where they exist, no-ops
+    elsewhere) never change the file: on dirty pages, past the end, and on clean pages (which a
+    drop really drops)."""
     path = tmp_path / "part"
     data = os.urandom(4 * MiB)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, data, 0)
-        part = SimpleNamespace(fd=fd)
-        download._drop(part, 0, len(data))  # type: ignore[arg-type]
-        download._drop(part, 0, 10 * len(data))  # type: ignore[arg-type] # past the end
+        hint(fd, 0, len(data))  # dirty pages
+        hint(fd, 0, 10 * len(data))  # past the end: harmless
         os.fsync(fd)
-        download._drop(part, 0, len(data))  # type: ignore[arg-type] # clean now: really dropped
+        hint(fd, 0, len(data))  # clean now
         assert os.pread(fd, len(data), 0) == data
     finally:
         os.close(fd)
