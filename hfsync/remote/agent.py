@@ -266,10 +266,10 @@ FSYNC_THREADS = 8
 def fsync_all(fds):
     """fsync every fd, up to FSYNC_THREADS at once; the first failure is raised after all ran.
 
-    Why threads: on an ext4 without journal each fsync also writes its inode's block and waits
-    for it, a few ms per file whoever asks; one after another that was +2 s on 2,000 small
-    files, while the device takes many such writes at once (the local target's workers fsync
-    in parallel too). fsync releases the GIL."""
+    Why threads: each fsync waits for its own device writes (on an ext4 without journal also
+    its inode's block), and the device takes many at once (the local target's workers fsync in
+    parallel too): 2,000 fresh 32 KiB files on the bench disk took 0.48 s one after another,
+    0.18 s on 8 threads, 0.09 s on 64. fsync releases the GIL."""
     if len(fds) < 2:
         for fd in fds:
             os.fsync(fd)
