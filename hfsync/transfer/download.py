@@ -260,6 +260,8 @@ class FileDownload:
         """
         end = verified - DROP_LAG
         end -= end % DROP_STEP
+        if end - self._dropped < DROP_STEP:
+            return  # the common case, per received buffer: no lock (a pwrite may hold it)
         with self.write_lock:  # concurrent writers: each range is dropped once
             start = self._dropped
             if end - start < DROP_STEP:
