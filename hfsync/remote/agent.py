@@ -741,14 +741,12 @@ def receive_one(stdin, folders, replies, hdr):
             done += len(b)
         if offset:
             os.lseek(fd, offset, os.SEEK_SET)
-        if size - offset >= LONG_BODY:
+        n = size - offset
+        if n >= LONG_BODY:
             replies.flush()
-        receive_bytes(stdin, fd, h, size - offset)
+        receive_bytes(stdin, fd, h, n)
         if h.hexdigest() == etag:  # placed, and its reply made, when the replies go out
-            long_body = size - offset >= LONG_BODY
-            replies.placer.hold(
-                folders, fd, part, final, rel, commit, etag, long_body, size - offset
-            )
+            replies.placer.hold(folders, fd, part, final, rel, commit, etag, n >= LONG_BODY, n)
             held = True
             return None
     finally:
