@@ -92,6 +92,14 @@ def test_a_cpu_bound_link_keeps_one_stream() -> None:
     assert simulate(lambda n: 500e6 * (1.05 if n > 1 else 1.0)) == 1  # a little noise
 
 
+def test_fast_streams_that_gain_from_a_second_core_double_instead_of_taking_every_slot() -> None:
+    """800 MB/s from one stream, 1.7x from two (the second core), no gain after: a CPU bound,
+    not a per-stream cap, so the count doubles and settles instead of jumping to all 16."""
+    assert simulate(lambda n: 800e6 * min(n, 1.7)) == 2
+    # the same near-linear gain from streams a CDN caps still takes every slot
+    assert simulate(lambda n: 60e6 * n) == 16
+
+
 def test_a_saturating_link_stops_where_more_streams_stop_paying() -> None:
     # 150, 200 (+33%), 240 (+20%), 267 (+11%: not worth 4 more streams) MB/s
     assert simulate(lambda n: 300e6 * n / (n + 1)) == 4
