@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -327,3 +328,27 @@ def test_journal_write_that_makes_no_progress_is_a_disk_error(
     [outcome] = report.outcomes
     assert not outcome.ok and isinstance(outcome.error, DiskError), outcome.error
     assert "resume journal" in str(outcome.error) and "short write" in str(outcome.error)
+
+
+def test_a_journal_whose_header_cannot_be_written_is_closed_and_tried_again(tmpfs: Path) -> None:
+    """A full disk at the header: the error each time, and no descriptor left open per try (a
+    run failing thousands of files this way would otherwise run out of descriptors)."""
+    from hfsync.transfer.journal import Journal
+
+    filler = tmpfs / "filler"
+    with open(filler, "wb") as fh:
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+    journal = Journal(tmpfs / "x.incomplete", SIZE, "ab" * 32)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(OSError) as info:
+            journal.open(fresh=True)
+        assert info.value.errno == errno.ENOSPC
+    assert len(os.listdir("/proc/self/fd")) == before
+    filler.unlink()
+    journal.open(fresh=True)  # room again: the header is written this time
+    journal.close()
+    assert (tmpfs / "x.incomplete.journal").read_text().startswith("hfsync-journal 1")

@@ -83,10 +83,15 @@ class Journal:
         if self._fd is not None or not self.enabled:
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0)
-        self._fd = open_state_file(self.path, flags, 0o666)
-        self._length = os.fstat(self._fd).st_size
-        if self._length == 0:
-            self._append(self._header)
+        self._fd = fd = open_state_file(self.path, flags, 0o666)
+        try:
+            self._length = os.fstat(fd).st_size
+            if self._length == 0:
+                self._append(self._header)
+        except BaseException:  # no header (a full disk): closed, so the next open tries again
+            self._fd = None
+            os.close(fd)
+            raise
 
     def record(self, start: int, end: int) -> None:
         """Append one finished range (its bytes must already be written)."""
