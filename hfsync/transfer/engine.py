@@ -171,7 +171,8 @@ class _Engine:
         self.progress = progress
         self.timeouts = Timeouts(config.connect_timeout, config.read_timeout)
         self.bucket = TokenBucket(config.bwlimit) if config.bwlimit else None
-        self.read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
+        read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
+        self.read_size = max(ALIGN, read_size - read_size % ALIGN)  # whole direct writes
         self.stop = threading.Event()
         self.outcomes: list[FileOutcome | None] = [None] * len(jobs)
         self._lock = threading.Lock()
