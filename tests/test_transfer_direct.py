@@ -152,3 +152,62 @@ def test_filesystems_outside_the_list_get_no_direct_descriptor() -> None:
     finally:
         os.close(fd)
         path.unlink()
+
+
+class StepClock:
+    """Each reading `step` seconds after the last: every direct write then takes `step`."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def fresh_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "_devices", {})  # what this test learns about a disk stays here
+
+
+BIG = 12 * MiB + 777  # past PROBE_BYTES: its direct writes are timed and judged
+
+
+def test_a_disk_too_slow_for_direct_writes_gets_buffered_ones_for_the_rest_of_the_run(
+    hub: HubEmulator,
+    tmp_path: Path,
+    direct_writes: list,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_devices: None,
+) -> None:
+    if not direct_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this filesystem")
+    files = {"a.safetensors": payload(BIG, 31), "b.safetensors": payload(BIG, 32)}
+    s = make_setup(hub, tmp_path, files)
+    monkeypatch.setattr(direct, "clock", StepClock(0.01))  # 256 KiB per 10 ms: 26 MB/s
+    ok_all = s.run(ONE_STREAM, paths=["a.safetensors"])
+    assert [o.ok for o in ok_all.outcomes] == [True]
+    assert sum(n for _, n in direct_writes) == direct.PROBE_BYTES  # judged, then buffered
+    direct_writes.clear()
+    ok_all = s.run(ONE_STREAM, paths=["b.safetensors"])
+    assert [o.ok for o in ok_all.outcomes] == [True]
+    s.assert_exact()
+    assert direct_writes == []  # the same device: not tried again
+
+
+def test_a_fast_disk_keeps_direct_writes_past_the_probe(
+    hub: HubEmulator,
+    tmp_path: Path,
+    direct_writes: list,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_devices: None,
+) -> None:
+    if not direct_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this filesystem")
+    s = make_setup(hub, tmp_path, {"a.safetensors": payload(BIG, 33)})
+    monkeypatch.setattr(direct, "clock", StepClock(0.0001))  # 256 KiB per 0.1 ms: 2.6 GB/s
+    report = s.run(ONE_STREAM)
+    assert [o.ok for o in report.outcomes] == [True]
+    s.assert_exact()
+    assert sum(n for _, n in direct_writes) == BIG - BIG % direct.ALIGN
