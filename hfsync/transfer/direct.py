@@ -13,11 +13,6 @@ Where: local filesystems whose `O_DIRECT` is well-trodden (ext4, xfs, btrfs), re
 second descriptor is simply never opened and every write is buffered as before.
 `HFSYNC_DIRECT_IO=0` turns it off (an A/B switch, and an escape hatch).
 
-A direct write returns only once the device has the bytes, so on a slow disk (a spinning one,
-a network block device) it would hold the receiving worker for what buffered writes leave to
-the kernel's write-back: a file whose first PROBE_BYTES of direct writes went slower than
-SLOW_DIRECT goes back to buffered writes, and so does every later file on that device.
-
 Durability is unchanged: the fsync before the rename flushes the device's cache for direct
 writes as it writes back buffered ones. Coherence is the kernel's: a direct write invalidates
 cached pages of its range, and the hasher maps only ranges whose writes have finished.
@@ -27,16 +22,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 ALIGN = 4096  # offset, length and buffer address of a direct write: a page covers all devices
 DIRECT_MIN = 32 * 1024 * 1024  # smaller files: the second open costs more than it saves
-# Slower than this (a spinning disk: 100-150 MB/s at one write in flight), a direct write of a
-# 512 KiB buffer holds its worker over 2.6 ms, far more than the buffered copy it saves (~0.3
-# ms). The bench VM's disk measured 360-1,800 MB/s for such writes, 3 GB/s for 4 MiB ones.
-SLOW_DIRECT = 200e6
-PROBE_BYTES = 8 * 1024 * 1024  # direct bytes timed before a file's rate is judged
-clock = time.monotonic
 _FILESYSTEMS = frozenset({"ext4", "xfs", "btrfs"})
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _OPEN_FLAGS = os.O_WRONLY | _O_DIRECT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -73,34 +61,6 @@ def open_direct(path: str | os.PathLike[str], fd: int) -> int | None:
         os.close(direct)
         return None
     return direct
-
-
-class Rate:
-    """How fast one file's direct writes go; `slow()` once PROBE_BYTES say too slow."""
-
-    __slots__ = ("bytes", "seconds")
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.seconds = 0.0
-
-    def add(self, nbytes: int, seconds: float) -> bool:
-        """Count one write; True when the file should stop writing directly."""
-        self.bytes += nbytes
-        self.seconds += seconds
-        if self.bytes < PROBE_BYTES or self.bytes >= 2 * PROBE_BYTES:
-            return False  # judged once, between one and two probes' worth
-        return self.bytes < SLOW_DIRECT * self.seconds
-
-
-def mark_slow(fd: int) -> None:
-    """No more direct descriptors on the device of `fd` in this process."""
-    try:
-        dev = os.fstat(fd).st_dev
-    except OSError:
-        return
-    with _lock:
-        _devices[dev] = False
 
 
 def _direct_device(dev: int) -> bool:

@@ -52,7 +52,6 @@ class PartFile:
         self.size = size
         self.fd: int | None = None
         self.direct_fd: int | None = None  # `open_direct`: for aligned in-order writes
-        self._direct_rate = _direct.Rate()
 
     def open(self, *, fresh: bool) -> None:
         """Open (creating the folder), and preallocate `size` bytes; `fresh` drops old content."""
@@ -129,25 +128,18 @@ class PartFile:
         """Write `data` through the direct descriptor; how many bytes it took (0 if refused).
 
         A short write leaves the rest to the buffered path. EINVAL (a filesystem or device
-        that refuses this alignment after all) closes the direct descriptor for good, and so
-        does a disk too slow for direct writes (`direct.Rate`), for its whole device.
+        that refuses this alignment after all) closes the direct descriptor for good.
         """
         fd = self.direct_fd
         assert fd is not None
-        started = _direct.clock()
         try:
-            n = os.pwrite(fd, data, offset)
+            return os.pwrite(fd, data, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise disk_error(exc, self.path, "write") from exc
-            n = 0
-        else:
-            if not self._direct_rate.add(n, _direct.clock() - started):
-                return n
-            _direct.mark_slow(fd)
         self.direct_fd = None
         os.close(fd)
-        return n
+        return 0
 
     def read_into(self, buf: memoryview, offset: int) -> int:
         """Read up to len(buf) bytes at `offset` (the hasher reads back what was written)."""
