@@ -78,17 +78,6 @@ def test_a_cut_at_an_unaligned_byte_realigns_and_only_its_block_goes_buffered(
     assert all(offset % direct.ALIGN == 0 and n > 0 for offset, n in direct_writes)
 
 
-def test_a_bandwidth_limit_reads_whole_pages_so_direct_writes_stay_whole(
-    setup: Setup, direct_writes: list
-) -> None:
-    # 3e6 / 16 = 187,500 bytes per read before rounding: each would leave a buffered tail
-    config = TransferConfig(connections=1, chunk_size=CHUNK, max_tries=4, bwlimit=3e6)
-    report = setup.run(config)
-    assert [o.ok for o in report.outcomes] == [True], report.outcomes
-    setup.assert_exact()
-    assert sum(n for _, n in direct_writes) == SIZE - SIZE % direct.ALIGN
-
-
 def test_the_switch_turns_direct_writes_off(
     setup: Setup, direct_writes: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:

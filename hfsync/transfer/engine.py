@@ -171,8 +171,7 @@ class _Engine:
         self.progress = progress
         self.timeouts = Timeouts(config.connect_timeout, config.read_timeout)
         self.bucket = TokenBucket(config.bwlimit) if config.bwlimit else None
-        read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
-        self.read_size = max(ALIGN, read_size - read_size % ALIGN)  # whole direct writes
+        self.read_size = self.bucket.read_size(READ_SIZE) if self.bucket else READ_SIZE
         self.stop = threading.Event()
         self.outcomes: list[FileOutcome | None] = [None] * len(jobs)
         self._lock = threading.Lock()
