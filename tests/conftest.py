@@ -3,10 +3,6 @@
 Emulator fixtures: ``hub`` (a started :class:`HubEmulator` on a temp dir, 1 MiB LFS threshold so
 tests stay small) and ``hf_env`` (isolates the official client from the developer's own HF
 config and token, and points ``HF_ENDPOINT`` at the emulator).
-
-``direct_writes_from_1_mib`` (autouse): in-process downloads write in-order bytes of files from
-1 MiB up past the page cache (``transfer/direct.py``; 32 MiB outside tests), so the suite's
-multi-MiB files take that path through every resume, fault and refetch test.
 """
 
 from __future__ import annotations
@@ -20,13 +16,6 @@ import pytest
 from hfsync.testing.hub import HubEmulator
 
 TEST_LFS_THRESHOLD = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def direct_writes_from_1_mib(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hfsync.transfer import download
-
-    monkeypatch.setattr(download, "DIRECT_MIN", 1024 * 1024)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from ..errors import DiskError
 from ..gate import OriginGate
-from .direct import DIRECT_MIN
 from .fetch import Source
 from .jobs import FileJob
 from .journal import Journal
@@ -140,9 +139,6 @@ class FileDownload:
         self._placing = False  # drive_hasher handed the hashed file to one caller
         self.refetched = False
         self.ended = False
-        # in-order bytes of a big file may be written past the page cache (direct.py); never
-        # after a restart or a switch to one stream, where a range is written a second time
-        self.direct = job.size >= DIRECT_MIN
         self.resumed = 0  # bytes found on disk from an earlier run
         self.received = 0  # bytes that came over the network
         self.counted = 0  # bytes reported to the progress sink (never above size)
@@ -190,8 +186,6 @@ class FileDownload:
                 except OSError as exc:
                     self.part.close()
                     raise disk_error(exc, self.journal.path, "write the resume journal") from exc
-                if self.direct:
-                    self.part.open_direct()
                 self._fresh = False
             self._refs += 1
         try:
@@ -216,11 +210,8 @@ class FileDownload:
                 self._writers -= 1
                 self.cond.notify_all()
 
-    def write(self, data: memoryview, offset: int, hashed: bool = False) -> None:
+    def write(self, data: memoryview, offset: int) -> None:
         """`pwrite` received bytes at `offset`, one writer of this file at a time.
-
-        `hashed`: `hash_inline` took these bytes from memory, so nobody reads them back and
-        a big file writes them past the page cache (direct.py).
 
         A ranged write that completes aligned `WRITEOUT_BLOCK`s starts their disk write-out.
         Why here and not behind the hasher: with many streams the verified prefix trails the
@@ -231,7 +222,7 @@ class FileDownload:
         end; the last partial block of a range is started by `complete`.
         """
         with self.write_lock:
-            self.part.write(data, offset, direct=hashed and self.direct)
+            self.part.write(data, offset)
         if self.streaming or self.size <= WRITEBACK_STEP:
             return  # one stream: `write_back` follows the hasher; small files: fsync alone
         end = offset + len(data)
@@ -328,8 +319,8 @@ class FileDownload:
         except OSError as exc:
             raise disk_error(exc, self.journal.path, "write the resume journal") from exc
 
-    def hash_inline(self, data: memoryview, offset: int, pipe: HashPipe | None = None) -> bool:
-        """Hash `data`, received for `offset`, from the worker's own buffer when it is exactly
+    def hash_inline(self, data: memoryview, offset: int, pipe: HashPipe | None = None) -> None:
+        """Hash `data`, just written at `offset`, from the worker's own buffer when it is exactly
         where the hasher stands and nobody drives the hasher: those bytes are never read back
         from disk (one copy and a pass over memory saved; hashlib releases the GIL meanwhile).
 
@@ -342,13 +333,11 @@ class FileDownload:
         `hasher.offset`, so they are hashed exactly once, and every byte is still hashed
         before the file is placed. The caller will call `complete` (after `pipe.drain()`,
         which drives the hasher over whatever others finished meanwhile) when its task ends.
-        Returns whether the bytes were taken; the caller writes them after (the write and the
-        hash only read the buffer), with `hashed` set accordingly.
         """
         with self.cond:
             hasher = self.hasher
             if not hasher.enabled or self.streaming or self.ended:
-                return False
+                return
             if self.hashing:
                 # drive_hasher runs (nothing queued), or this buffer does not continue the queue
                 if (
@@ -357,9 +346,9 @@ class FileDownload:
                     or self._queued_hasher is not hasher
                     or self._queued_to != offset
                 ):
-                    return False
+                    return
             elif hasher.offset != offset:
-                return False
+                return
             self.hashing = True
             if pipe is not None:
                 self._queued_hasher = hasher
@@ -367,13 +356,12 @@ class FileDownload:
                 self._inline_pending += 1
         if pipe is not None:
             pipe.submit(lambda: self._hash_queued(hasher, data))
-            return True
+            return
         try:
             hasher.update(data)
         finally:
             with self.cond:
                 self.hashing = False
-        return True
 
     def _hash_queued(self, hasher: PrefixHasher, data: memoryview) -> None:
         """On the HashThread: one buffer queued by `hash_inline`; the last one frees the hasher."""
@@ -444,7 +432,6 @@ class FileDownload:
             if self.ended or self.streaming:
                 return None
             self.streaming = True
-            self.direct = False
             self.generation += 1
             self._written_back = 0
             self._dropped = 0
@@ -459,7 +446,6 @@ class FileDownload:
         """Start the whole file over (refetch after a hash mismatch); the new tasks."""
         with self.cond:
             self.refetched = True
-            self.direct = False
             self.generation += 1
             self._placing = False
             self._written_back = 0

@@ -15,7 +15,6 @@ byte 0 instead (mirrors, proxies); the bytes are verified by size and hash the s
 from __future__ import annotations
 
 import collections
-import mmap
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +25,6 @@ from ..defaults import INTERRUPTED_MESSAGE, origin
 from ..errors import HfsyncError, IntegrityError, Interrupted, NetworkError
 from ..hub import HubClient
 from ..units import human_size
-from .direct import ALIGN
 from .download import Abandon, FileDownload, Task
 from .fetch import READ_ERRORS, Expired, Retryable, Timeouts, parse_content_range
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
@@ -303,10 +301,8 @@ class _Engine:
     # -- workers ----------------------------------------------------------------------------
 
     def _worker(self) -> None:
-        # two receive buffers: one is hashed on the hash thread while the other fills; mapped
-        # memory, so both are page-aligned as a direct write needs (direct.py)
-        memory = mmap.mmap(-1, 2 * READ_SIZE)
-        pipe = HashPipe(memoryview(memory), self.hash_thread)
+        # two receive buffers: one is hashed on the hash thread while the other fills
+        pipe = HashPipe(memoryview(bytearray(2 * READ_SIZE)), self.hash_thread)
         buf = pipe.buffer()  # also reused for every read-back hash (after pipe.drain())
         while True:
             task = self.queue.get()
@@ -396,7 +392,6 @@ class _Engine:
         """Write a 206 body at its offset, advancing `task.pos`; the error that cut it short."""
         f = task.file
         pos = task.pos
-        read_size = self.read_size
         header = response.headers.get("Content-Range")
         parsed = parse_content_range(header)
         if parsed is None or parsed[0] != pos or parsed[1] < pos:
@@ -415,46 +410,26 @@ class _Engine:
                 f.ranged_writes = True
                 while task.pos < end:
                     self._check(task)
-                    want = min(read_size, end - task.pos)
-                    if task.pos % ALIGN and f.direct:  # back to aligned offsets (direct.py)
-                        want = min(want, ALIGN - task.pos % ALIGN)
-                    view = pipe.buffer()[:want]
-                    filled, error = self._fill(task, reader, view, ramp)
-                    if filled:
-                        data = view[:filled]
-                        f.write(data, task.pos, hashed=f.hash_inline(data, task.pos, pipe))
-                        task.pos += filled
-                        self._advance(f, filled)  # progress counts written bytes only
-                    if error is not None:
-                        return error
+                    view = pipe.buffer()[: min(self.read_size, end - task.pos)]
+                    try:
+                        n = reader.readinto(view)
+                    except READ_ERRORS as exc:
+                        self._check(task)
+                        return Retryable(f"{type(exc).__name__}: {exc}")
+                    if n <= 0:
+                        return Retryable("connection closed before the end of the range")
+                    self._throttle(n)
+                    f.write(view[:n], task.pos)
+                    f.hash_inline(view[:n], task.pos, pipe)
+                    if ramp is not None:
+                        ramp.count(n, task.pos == task.start)
+                    task.pos += n
+                    self._advance(f, n)
                 complete = end == last + 1
                 return None
             finally:
                 self._unregister()
                 reader.finish(complete)
-
-    def _fill(
-        self, task: Task, reader: Response, view: memoryview, ramp: StreamRamp | None
-    ) -> tuple[int, Retryable | None]:
-        """Read until `view` is full: how many bytes, and the error that cut it short.
-
-        Whole buffers mean one write and one hash per READ_SIZE (a socket read returns what
-        has arrived, often 64 KiB), and aligned lengths a direct write can take.
-        """
-        filled = 0
-        while filled < len(view):
-            try:
-                n = reader.readinto(view[filled:])
-            except READ_ERRORS as exc:
-                self._check(task)
-                return filled, Retryable(f"{type(exc).__name__}: {exc}")
-            if n <= 0:
-                return filled, Retryable("connection closed before the end of the range")
-            self._throttle(n)
-            if ramp is not None:
-                ramp.count(n, task.pos + filled == task.start)
-            filled += n
-        return filled, None
 
     def _stream(self, task: Task, response: Response, buf: memoryview) -> None:
         """The server ignored Range: fetch the whole file as one stream from byte 0."""

@@ -18,7 +18,6 @@ from pathlib import Path
 from ..errors import DiskError
 from ..safeio import create_state_file, open_state_file
 from ..units import human_size
-from . import direct as _direct
 
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 # Sized sparsely (ftruncate), not reserved: a file this small is written at once, and reserving
@@ -51,7 +50,6 @@ class PartFile:
         self.path = path
         self.size = size
         self.fd: int | None = None
-        self.direct_fd: int | None = None  # `open_direct`: for aligned in-order writes
 
     def open(self, *, fresh: bool) -> None:
         """Open (creating the folder), and preallocate `size` bytes; `fresh` drops old content."""
@@ -98,24 +96,9 @@ class PartFile:
                     raise
         os.ftruncate(self.fd, self.size)
 
-    def open_direct(self) -> None:
-        """Open the `O_DIRECT` descriptor too, where the filesystem suits it (direct.py)."""
-        if self.fd is not None and self.direct_fd is None:
-            self.direct_fd = _direct.open_direct(self.path, self.fd)
-
-    def write(self, data: memoryview, offset: int, direct: bool = False) -> None:
-        """Write all of `data` at `offset`; with `direct`, its aligned part past the cache.
-
-        Direct needs `offset` and the buffer's address aligned (the engine's receive buffers
-        are page-aligned and it keeps `offset` aligned); the unaligned tail goes buffered. A
-        filesystem that refuses a direct write (EINVAL) loses its direct descriptor.
-        """
+    def write(self, data: memoryview, offset: int) -> None:
+        """Write all of `data` at `offset`."""
         assert self.fd is not None
-        if direct and self.direct_fd is not None and offset % _direct.ALIGN == 0:
-            body = len(data) - len(data) % _direct.ALIGN
-            if body:
-                n = self._write_direct(data[:body], offset)
-                data, offset = data[n:], offset + n
         try:
             while data:
                 n = os.pwrite(self.fd, data, offset)
@@ -123,23 +106,6 @@ class PartFile:
                 offset += n
         except OSError as exc:
             raise disk_error(exc, self.path, "write") from exc
-
-    def _write_direct(self, data: memoryview, offset: int) -> int:
-        """Write `data` through the direct descriptor; how many bytes it took (0 if refused).
-
-        A short write leaves the rest to the buffered path. EINVAL (a filesystem or device
-        that refuses this alignment after all) closes the direct descriptor for good.
-        """
-        fd = self.direct_fd
-        assert fd is not None
-        try:
-            return os.pwrite(fd, data, offset)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise disk_error(exc, self.path, "write") from exc
-        self.direct_fd = None
-        os.close(fd)
-        return 0
 
     def read_into(self, buf: memoryview, offset: int) -> int:
         """Read up to len(buf) bytes at `offset` (the hasher reads back what was written)."""
@@ -202,9 +168,6 @@ class PartFile:
             raise disk_error(exc, self.path, "flush") from exc
 
     def close(self) -> None:
-        if self.direct_fd is not None:
-            fd, self.direct_fd = self.direct_fd, None
-            os.close(fd)
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
