@@ -228,12 +228,26 @@ class Handoffs:
         o = self.opts
         unreachable = threading.Event()  # after a network failure, the rest is left to hosts
 
+        predicting = threading.Event()  # the Hub sent one small file where it was predicted
+
         def one(f: RemoteFile) -> tuple[str, str | None]:
             if unreachable.is_set():
                 return f.path, None
             url = client.resolve_url(o.repo_id, o.repo_type, commit, f.path)
+            predicted = (
+                None
+                if f.is_lfs
+                else client.resolve_cache_url(o.repo_id, o.repo_type, commit, f.path)
+            )
             try:
-                return f.path, client.resolve_location(url, f.size)
+                if predicted is not None and predicting.is_set():
+                    if _answers(client, predicted):
+                        return f.path, predicted
+                    predicting.clear()  # a surprise: /resolve for the rest, as the engine does
+                location = client.resolve_location(url, f.size)
+                if predicted is not None and location == predicted:
+                    predicting.set()
+                return f.path, location
             except NetworkError:
                 unreachable.set()
             except HfsyncError:
@@ -241,10 +255,28 @@ class Handoffs:
             return f.path, None
 
         before = client.api_calls
+        small_first = sorted(files, key=lambda f: f.is_lfs)
         with ThreadPoolExecutor(RESOLVE_THREADS, thread_name_prefix="hfsync-resolve") as pool:
-            found = list(pool.map(one, files))
+            found = [one(small_first[0])] if small_first else []  # may confirm the prediction
+            found += pool.map(one, small_first[1:])
         self.resolves += client.api_calls - before
         return {path: url for path, url in found if url}
+
+
+def _answers(client: HubClient, url: str) -> bool:
+    """Whether a predicted resolve-cache URL serves the file (HEAD, no redirect followed).
+
+    One request, and not a `/resolve` one: the Hub's scarcest bucket is spent on the first
+    small file only (resolve_cache.py has the rule; a file still lands only once verified).
+    """
+    try:
+        response = client.request("HEAD", url, what=f"resolve {url}", allow_redirects=False)
+    except NetworkError:
+        raise
+    except HfsyncError:
+        return False
+    response.close()
+    return response.status_code == 200
 
 
 def sync_host(

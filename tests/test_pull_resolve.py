@@ -95,16 +95,54 @@ def test_three_hosts_resolve_each_file_once_in_total_and_list_nothing(
     assert result.returncode == 0, result.stderr
     for u in three:
         assert user_files(u.home / "models/m") == repo
+    lfs = [p for p in repo if p.endswith((".safetensors", ".onnx"))]
+    small = [p for p in repo if p not in lfs]
     per_file = Counter(r.file_path for r in resolves(hub))
-    assert per_file == Counter(set(repo)), per_file  # once each, not once per host
+    assert all(per_file[p] == 1 for p in lfs), per_file  # once each, not once per host
+    # one small file confirms where /resolve sends them; the rest are no /resolve calls
+    assert sum(per_file[p] for p in small) == 1, per_file
     assert {r.method for r in resolves(hub)} == {"HEAD"}  # by the driver: no body fetched
+    checked = Counter(
+        r.file_path
+        for r in hub.log
+        if r.server == "api" and r.method == "HEAD" and "/resolve-cache/" in r.path
+    )
+    assert checked == Counter(set(small)), checked  # each handed URL asked once, by the driver
     assert len(by_hfsync(hub, "tree")) == 1  # the driver's listing; none from the hosts
     assert len(by_hfsync(hub, "revision")) == 1
     cdn = Counter(r.file_path for r in hub.log if r.server == "cdn" and r.body_bytes)
-    lfs = [p for p in repo if p.endswith((".safetensors", ".onnx"))]
     assert all(cdn[p] >= 3 for p in lfs), cdn  # each host fetched its bytes from the CDN
     doc = json.loads(result.stdout)
     assert all(h["result"]["api_calls"] == 0 for h in doc["hosts"]), doc["hosts"]
+
+
+def test_a_hub_that_redirects_elsewhere_than_predicted_gets_every_file_resolved(
+    hub: HubEmulator, hf_env: Path, sshd_server: SSHServer, three: list[LoginUser]
+) -> None:
+    repo = make_repo(hub)
+    hub.faults.resolve_cache_suffix = "?v=2"  # the 307 Location differs from the prediction
+    hub.clear_log()
+    result = fleet(sshd_server, three, "models/m")
+    assert result.returncode == 0, result.stderr
+    for u in three:
+        assert user_files(u.home / "models/m") == repo
+    assert Counter(r.file_path for r in resolves(hub)) == Counter(set(repo))  # as before
+
+
+def test_a_predicted_url_that_fails_falls_back_to_resolve_and_ends_the_predictions(
+    hub: HubEmulator, hf_env: Path, sshd_server: SSHServer, three: list[LoginUser]
+) -> None:
+    repo = make_repo(hub)
+    hub.clear_log()
+    # the driver's check of tokenizer.json's predicted URL (its first request naming it) fails
+    hub.faults.inject(404, count=1, server="api", path_contains="tokenizer.json", method="HEAD")
+    result = fleet(sshd_server, three, "models/m")
+    assert result.returncode == 0, result.stderr
+    for u in three:
+        assert user_files(u.home / "models/m") == repo
+    heads = Counter(r.file_path for r in resolves(hub) if r.method == "HEAD")
+    assert heads["tokenizer.json"] == 1, heads  # the driver's fallback, once
+    assert not [r for r in resolves(hub) if r.method == "GET"]  # every host got every URL
 
 
 def test_a_url_that_expired_before_the_host_used_it_is_re_resolved_by_the_host(
