@@ -57,6 +57,7 @@ class PushJob:
     offset: int = -1  # bytes of the remote part to keep; -1: ask the agent
     tries: int = 0
     progress_job: FileJob | None = None
+    data: bytes | None = None  # the whole file, read ahead (remote_sync._prefetch); used once
 
 
 @dataclass
@@ -129,8 +130,12 @@ class _Stream:
         """Send one frame (a small one into the batch); return the offset the remote part
         was resumed from."""
         remote = job.remote
+        data, job.data = job.data, None  # a resend reads the file again
         if self.batching and job.offset >= 0 and remote.size - job.offset <= SMALL_FRAME:
-            body = _read_exactly(job.source, job.offset, remote.size - job.offset)
+            if data is not None and job.offset == 0 and len(data) == remote.size:
+                body = data
+            else:
+                body = _read_exactly(job.source, job.offset, remote.size - job.offset)
             self.pending[remote.path] = job
             self.batch += self._header(job)
             self.batch += body
@@ -493,6 +498,11 @@ class Pusher:
             outcome.error = error
         if job.progress_job is not None:
             self.progress.file_done(job.progress_job, ok)
+
+
+def read_small(source: Path, length: int) -> bytes:
+    """A whole small file of `length` bytes (SourceShrankError when it is shorter)."""
+    return _read_exactly(source, 0, length)
 
 
 def _read_exactly(source: Path, offset: int, length: int) -> bytes:
