@@ -46,7 +46,8 @@ FIRST_SETTLE = 0.02
 # Bytes/s per stream above which a near-linear gain is not read as a per-stream cap: a CDN
 # caps a stream at 25-100 MB/s, while one loopback stream does 450-830 MB/s on the bench VM,
 # where going from one to two streams still gained 1.6-1.75x (the second core) and jumping
-# straight to 16 then cost 4.5 s of CPU per 2 GiB against 2.7-2.9 s at two (2026-12-03). Above
+# straight to 16 then cost 4.5 s of CPU per 2 GiB against 2.7-2.9 s at two (2026-12-03, on a
+# loaded machine; quiet, the old rule seldom jumped and the bench saw no difference). Above
 # it the count only doubles, window by window, while that still gains.
 FAST_STREAM = 200e6
 
