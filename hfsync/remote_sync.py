@@ -294,8 +294,8 @@ def _prefetch(
     for remote in files:
         if opening.done():
             break
-        have = held.get(remote.path)
-        if have is None or have.etag != remote.etag or have.size != remote.size:
+        have = _held_as(held, remote)
+        if have is None:
             continue
         source, data, size = _source(cache, commit, remote.path, have), None, remote.size
         if size <= SMALL_FRAME and size <= budget:
@@ -306,6 +306,14 @@ def _prefetch(
                 pass  # the push reads it again and reports what is wrong
         early[remote.path] = (source, data)
     return early
+
+
+def _held_as(held: dict[str, TargetFile], remote: RemoteFile) -> TargetFile | None:
+    """The cache's copy of `remote`, if the cache holds this very version (id and size)."""
+    have = held.get(remote.path)
+    if have is not None and have.etag == remote.etag and have.size == remote.size:
+        return have
+    return None
 
 
 def _source(cache: CacheTarget, commit: str, path: str, have: TargetFile) -> Path:
@@ -398,9 +406,8 @@ def _staged(
         if found is not None:  # checked against `held` already
             ready.append((item, *found))
             continue
-        remote = _remote(item)
-        have = held.get(item.path)
-        if have is not None and have.etag == remote.etag and have.size == remote.size:
+        have = _held_as(held, _remote(item))
+        if have is not None:
             ready.append((item, _source(cache, commit, item.path, have), None))
         else:
             missing.append(item)
