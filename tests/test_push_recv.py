@@ -12,6 +12,7 @@ import ast
 import hashlib
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,51 @@ def test_corrupt_bytes_are_refused_and_leave_no_file(tmp_path: Path) -> None:
 def _isolated_home(ssh_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HFSYNC_VIA", "push")
     return ssh_home
+
+
+# The agent as the control session runs it (`serve`, no lock), its bursts allowed to wait a
+# minute for more input: a wait that long shows as a timeout, not as a slow test.
+PATIENT_SERVE = (
+    "import importlib.util, sys; "
+    "spec = importlib.util.spec_from_file_location('agent', sys.argv[1]); "
+    "agent = importlib.util.module_from_spec(spec); spec.loader.exec_module(agent); "
+    "agent.Replies.MAX_AGE = 60.0; "
+    "sys.exit(agent.main(['serve', sys.argv[2], '-1']))"
+)
+
+
+def test_frames_already_read_are_placed_without_waiting_for_more_input(tmp_path: Path) -> None:
+    """A stream's last frames and its end header, sent in one write, sit in the agent's read
+    buffer where select cannot see them, while the sender waits for the replies: the agent
+    must place them and answer at once, not wait out the burst's age for input that will
+    never come (the input stays open: the control session lives on)."""
+    files = {f"f{i}.txt": os.urandom(100 + i) for i in range(5)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PATIENT_SERVE, str(AGENT), str(tmp_path / "host")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        stream = b"".join(frame(p, d) for p, d in files.items())
+        proc.stdin.write(b'{"op": "recv"}\n' + stream + b'{"end": true}\n')
+        proc.stdin.flush()  # ... and no more input
+        out = b""  # read off the pipe itself: a buffered reader would hide lines from select
+        while b'{"recv": "end"}' not in out:
+            ready, _, _ = select.select([proc.stdout.fileno()], [], [], 20)
+            assert ready, f"no answer within 20 s; got {out!r}"
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            assert chunk, f"the agent ended; got {out!r}"
+            out += chunk
+        replies = [json.loads(line) for line in out.splitlines()]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert replies[0]["ready"] and replies[-1] == {"recv": "end"}
+    assert sorted(r["p"] for r in replies[1:-1]) == sorted(files)
+    assert all(r["ok"] for r in replies[1:-1])
+    for path, data in files.items():
+        assert (tmp_path / "host" / path).read_bytes() == data
 
 
 def test_push_with_several_streams_is_byte_exact(

@@ -170,8 +170,9 @@ class Replies:
     MAX_HELD = 256
     MAX_AGE = 0.25
 
-    def __init__(self, stdin_fd):
-        self.stdin_fd = stdin_fd
+    def __init__(self, stdin):
+        self.stdin = stdin  # the buffered reader the frames are read from
+        self.stdin_fd = stdin.fileno()
         self.held = []
         self.since = 0.0
         self.placer = Placer()
@@ -213,15 +214,41 @@ class Replies:
         a whole round of fsyncs for them (`scripts/bench --scenario push`, one round each:
         2,000 small files 1.67 s with bursts cut by every dry pipe, 1.27 s so)."""
         if self.held or self.placer.pending:
+            if self.ready(0.0) or self.buffered():
+                return  # the next read will not wait
             wait = 0.0
             if self.placer.pending:
                 wait = max(0.0, self.MAX_AGE - (time.time() - self.since))
-            try:
-                ready = select.select([self.stdin_fd], [], [], wait)[0]
-            except (OSError, ValueError):
-                ready = []
-            if not ready:
+            if not wait or not self.ready(wait):
                 self.flush(wait=False)
+
+    def ready(self, wait):
+        """Whether the pipe has input (or its end) within `wait` seconds."""
+        try:
+            return bool(select.select([self.stdin_fd], [], [], wait)[0])
+        except (OSError, ValueError):
+            return False
+
+    def buffered(self):
+        """Whether the reader already holds input the pipe no longer shows: select sees only
+        the pipe, and a stream's last frames and its end header are often read into the
+        reader's buffer with the frame before them. Without this the agent waited out
+        MAX_AGE at the end of every stream with its last burst unplaced, while the sender
+        waited for its replies (`scripts/bench --scenario push`, push-small)."""
+        try:
+            flags = fcntl.fcntl(self.stdin_fd, fcntl.F_GETFL)
+        except OSError:
+            return False
+        try:
+            fcntl.fcntl(self.stdin_fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+            return bool(self.stdin.peek(1))  # never blocks: an empty pipe reads nothing
+        except (OSError, ValueError):
+            return False
+        finally:
+            try:
+                fcntl.fcntl(self.stdin_fd, fcntl.F_SETFL, flags)
+            except OSError:
+                pass
 
     def close(self):
         self.placer.stop()
@@ -931,7 +958,7 @@ def do_recv(root):
     folders = Folders(root, init_state(root))
     stdin = sys.stdin.buffer
     enlarge_pipe(stdin.fileno())
-    replies = Replies(stdin.fileno())
+    replies = Replies(stdin)
     try:
         return receive_all(stdin, folders, replies)
     finally:
@@ -947,7 +974,7 @@ END = "end"  # receive_all's result when an end header (not the input's end) sto
 def receive_inline(stdin, folders):
     """`recv` inside the control session: frames until the end header (END), the input's end
     (0) or a failure that stops the frames (4), every reply written before returning."""
-    replies = Replies(stdin.fileno())
+    replies = Replies(stdin)
     try:
         return receive_all(stdin, folders, replies, inline=True)
     finally:
