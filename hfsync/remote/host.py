@@ -27,8 +27,10 @@ from typing import Any
 import paramiko
 
 from hfsync.errors import DiskError, HfsyncError, LockedError, RemotePathError, SSHError, UsageError
+from hfsync.remote import interpreters
 from hfsync.remote.channel import ConnectionLostError, first_line
 from hfsync.remote.connection import SSHConnection, quote_command, remote_shell_quote
+from hfsync.remote.interpreters import interpreter
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
 NO_PYTHON_STATUS = 127
@@ -60,20 +62,6 @@ def agent_command(mode: str, root: str, *args: str, python: str = "python3") -> 
     words.append(remote_shell_quote(root))
     words += [quote_command([a]) for a in args]
     return " ".join(words)
-
-
-def interpreter(reported: Any) -> str:
-    """The absolute path the control session's python3 reported, for the push streams to
-    start directly; anything that is not a plain absolute path keeps `python3` (the host's
-    word is only trusted to name its own interpreter, and is quoted either way)."""
-    if (
-        isinstance(reported, str)
-        and reported.startswith("/")
-        and len(reported) < 4096
-        and reported.isprintable()
-    ):
-        return reported
-    return "python3"
 
 
 def check_remote_dir(remote_dir: str) -> str:
@@ -322,15 +310,33 @@ class RemoteHost:
 
     def open(self, *, lock: bool, wait: float = 0.0) -> None:
         """Start the control session; with `lock`, take the folder's lock (LockedError names
-        the holder). Without it (a dry run) nothing is created on the host."""
+        the holder). Without it (a dry run) nothing is created on the host.
+
+        The agent starts on the python3 it ran on last time on this host, if one is
+        remembered (remote/interpreters.py: no version manager's shim on the critical path),
+        else through PATH; a remembered one that fails to start it is dropped and PATH tried."""
         holder = f"local {socket.gethostname()} pid {os.getpid()}"
-        self.python = "python3"  # found on PATH again (a reconnect may reach another machine)
-        session = Session(self, "serve", f"{wait:g}" if lock else "-1", holder)
-        try:
-            hello = session.next_reply(REPLY_TIMEOUT)
-        except queue.Empty:
-            session.close()
-            raise SSHError(f"no answer from the remote helper on {self.description}") from None
+        args = ("serve", f"{wait:g}" if lock else "-1", holder)
+        remembered = interpreters.recall(self.conn)  # the host key was checked: this host's
+        if remembered is not None:
+            self.python = remembered
+            try:
+                session, hello = self._start(*args)
+            except ConnectionLostError:
+                raise
+            except HfsyncError:
+                session, hello = None, None
+            if hello is None:
+                if session is not None:
+                    error = session.why_stopped()
+                    session.close()
+                    if isinstance(error, ConnectionLostError):
+                        raise error
+                interpreters.forget(self.conn)
+                remembered = None
+        if remembered is None:
+            self.python = "python3"  # found on PATH (a reconnect may reach another machine)
+            session, hello = self._start(*args)
         if hello is None:
             error = session.why_stopped()
             session.close()
@@ -343,9 +349,20 @@ class RemoteHost:
             raise agent_error(hello.get("kind"), f"{self.description}: {hello['error']}")
         self.real_root = hello.get("root")
         self.python = interpreter(hello.get("python"))
+        if self.python != "python3":
+            interpreters.remember(self.conn, self.python)
         self._control = session
         self._locked = lock
         self._lent = self._dropped = False
+
+    def _start(self, mode: str, *args: str) -> tuple[Session, dict[str, Any] | None]:
+        """A control session on `self.python` and its first line (None: it ended first)."""
+        session = Session(self, mode, *args)
+        try:
+            return session, session.next_reply(REPLY_TIMEOUT)
+        except queue.Empty:
+            session.close()
+            raise SSHError(f"no answer from the remote helper on {self.description}") from None
 
     def call(self, op: str, **request: Any) -> dict[str, Any]:
         """One request on the control session (never while a push stream uses it)."""
