@@ -19,8 +19,10 @@ from urllib.parse import quote
 
 from hfsync.remote.channel import first_line
 from hfsync.remote.connection import SSHConnection, quote_command
+from hfsync.remote.interpreters import interpreter, remember
 
 PROBE_TIMEOUT = 8.0  # seconds the host's GET of the endpoint may take
+AGENT_PYTHON = (3, 6)  # what the push agent's syntax needs (remote/host.py OLD_PYTHON)
 NO_COMMAND = 127  # the shell's status for "python3: not found"
 
 # Kept to syntax every python3 parses (no f-strings, no walrus), as the agent is.
@@ -112,9 +114,12 @@ def probe(conn: SSHConnection, zip_path: str, url: str | None) -> Probe:
         detail = f"HTTP {reach.get('status')}" if reach.get("status") else "TLS answered"
     else:
         detail = str(reach.get("error") or "no answer")[:200]
+    executable = interpreter(doc.get("executable"))
+    if version >= AGENT_PYTHON:  # this run's control session, and later runs, start it directly
+        remember(conn, executable)
     return Probe(
         python=version,
-        executable=doc.get("executable"),
+        executable=None if executable == "python3" else executable,
         home=doc.get("home"),
         zip_sha256=doc.get("zip"),
         reachable=reachable,

@@ -169,7 +169,8 @@ def pull(
     argv = ["sync", repo_id]
     command = " ".join(
         [
-            "python3 -I -S",
+            quote_command([plan.probe.executable or "python3"]),  # what the probe ran on
+            "-I -S",
             remote_shell_quote(zip_at),
             quote_command(argv),
             remote_shell_quote(remote_dir),
