@@ -512,3 +512,40 @@ def test_each_file_is_synced_to_disk_before_its_rename(
         part = operands[: operands.index(".hfsync-part") + len(".hfsync-part")]  # names have spaces
         assert f"sync -- {part}" in calls[:index], f"{part} renamed before it was synced"
         assert calls[index + 1].startswith("sync -- "), "the folder is not synced after the mv"
+
+
+def fake_sync(user: LoginUser, body: str) -> None:
+    """Replace the bare host's `sync` with a script (`$real` is the real one)."""
+    wrapper = user.home / "bin" / "sync"
+    real = os.path.realpath(wrapper)
+    wrapper.unlink()
+    wrapper.write_text(f"#!/bin/sh\nreal={real}\n{body}\n")
+    wrapper.chmod(0o755)
+
+
+def test_a_file_that_cannot_be_synced_is_exit_6_and_never_renamed(
+    repo: dict, sshd_server: SSHServer, user: LoginUser
+) -> None:
+    """`sync FILE` failing (an I/O error) is a disk error: the part keeps its temp name. It
+    used to fall back to a plain `sync`, whose success says nothing about that file."""
+    fake_sync(
+        user,
+        'case "$*" in *.hfsync-part)\n'
+        "  echo \"sync: error syncing '$2': Input/output error\" >&2; exit 1 ;;\n"
+        'esac\nexec "$real" "$@"',
+    )
+    result = push(sshd_server, user)
+    assert result.returncode == 6, result.stderr
+    assert "Input/output error" in result.stderr and result.stderr.count("\n") == 1
+    assert user_files(user.home / "models/m") == {}  # nothing unflushed at a final name
+    assert part_files(user.home / "models/m"), "the verified part is kept for the next run"
+
+
+def test_a_sync_that_takes_no_operands_syncs_everything_instead(
+    repo: dict, sshd_server: SSHServer, user: LoginUser
+) -> None:
+    """An old coreutils `sync` refuses operands: the receiver syncs everything instead."""
+    fake_sync(user, 'if [ $# -gt 0 ]; then echo "sync: extra operand" >&2; exit 1; fi\nexec $real')
+    result = push(sshd_server, user)
+    assert result.returncode == 0, result.stderr
+    assert user_files(user.home / "models/m") == repo

@@ -337,11 +337,10 @@ hf_one() {  # one frame; 1: fatal (reply printed), 2: the input ended mid-frame
   if [ -d "$hf_f" ] && [ ! -L "$hf_f" ]; then
     hf_unlock; hf_x disk 1 "cannot write $hf_f: a folder is in the way"; return 1
   fi
-  # Durable before it has its final name (the python agent's Placer, the local target): coreutils
-  # `sync FILE` fsyncs that file; a sync that takes no operands syncs everything, as durable.
-  sync -- "$hf_part" 2>/dev/null || sync
+  # Durable before it has its final name (the python agent's Placer, the local target).
+  hf_durable "$hf_part" || { hf_unlock; hf_fatal; return 1; }
   hf_try mv -f -- "$hf_part" "$hf_f" || { hf_unlock; hf_fatal; return 1; }
-  sync -- "$hf_fd" 2>/dev/null || sync  # the new name itself
+  hf_durable "$hf_fd" || { hf_unlock; hf_fatal; return 1; }  # the new name itself
   hf_unlock
   hf_write_meta "$hf_p" "$hf_commit" "$hf_etag" || { hf_x "$hf_k" 1 "$hf_e"; return 1; }
   printf 'K %s %s\n' "$hf_seq" "$hf_len"
@@ -350,6 +349,15 @@ hf_seq=-
 if [ -n "$hf_missing" ]; then hf_x usage 1 "it lacks$hf_missing"; exit 4; fi
 hf_root "$1"
 hf_init || { hf_x "$hf_k" 1 "$hf_e"; exit 4; }
+# coreutils >= 8.24 and busybox `sync FILE` fsync that file, and say when it failed; an older
+# sync takes no operands and syncs everything, as durable but mute. Which one this is, is
+# asked once, on the state folder, so that a failing `sync FILE` is an error, never a
+# reason to fall back to a sync whose status says nothing about that file.
+hf_sync1=
+sync -- "$D" 2>/dev/null && hf_sync1=1
+hf_durable() {
+  if [ -n "$hf_sync1" ]; then hf_try sync -- "$1"; else sync; fi
+}
 while IFS= read -r hf_h; do
   IFS= read -r hf_p && IFS= read -r hf_q || exit 0
   set -f; set -- $hf_h; set +f
