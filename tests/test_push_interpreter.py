@@ -52,15 +52,20 @@ def repo(hub: HubEmulator) -> dict[str, bytes]:
     return files
 
 
+def first_push(hub: HubEmulator, server: SSHServer, dest: Path) -> tuple[dict, Path, str]:
+    """A push that records the host's interpreter: the repo, the memory file, the path."""
+    files = repo(hub)
+    first = hfsync("to-remote", "org/interp", server.command(), dest)
+    assert first.returncode == 0, first.stderr
+    (memory,) = memory_files()
+    return files, memory, memory.read_text().strip()
+
+
 @pytest.mark.usefixtures("_push_home")
 def test_the_interpreter_a_host_reported_starts_its_next_run(
     hub: HubEmulator, hf_env: Path, sshd_server: SSHServer, tmp_path: Path
 ) -> None:
-    files = repo(hub)
-    first = hfsync("to-remote", "org/interp", sshd_server.command(), tmp_path / "one")
-    assert first.returncode == 0, first.stderr
-    (memory,) = memory_files()
-    real = memory.read_text().strip()
+    files, memory, real = first_push(hub, sshd_server, tmp_path / "one")
     assert os.path.isabs(real) and os.access(real, os.X_OK)
     # Stand a wrapper in for it: the next run must start the agent through the wrapper.
     marker = tmp_path / "wrapper-ran"
@@ -80,11 +85,7 @@ def test_the_interpreter_a_host_reported_starts_its_next_run(
 def test_a_remembered_interpreter_that_is_gone_costs_a_retry_not_the_push(
     hub: HubEmulator, hf_env: Path, sshd_server: SSHServer, tmp_path: Path
 ) -> None:
-    files = repo(hub)
-    first = hfsync("to-remote", "org/interp", sshd_server.command(), tmp_path / "one")
-    assert first.returncode == 0, first.stderr
-    (memory,) = memory_files()
-    real = memory.read_text().strip()
+    files, memory, real = first_push(hub, sshd_server, tmp_path / "one")
     memory.write_text(f"{tmp_path}/uninstalled/bin/python3\n")
     second = hfsync("to-remote", "org/interp", sshd_server.command(), tmp_path / "two")
     assert second.returncode == 0, second.stderr
