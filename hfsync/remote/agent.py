@@ -445,8 +445,10 @@ def make_durable(fds):
     filesystem and flushes once, as durable as the fsyncs. Only where `syncfs` reports
     write-back errors (Linux 5.8 and newer; an older one returns 0 even when a page failed
     to reach the disk), and only when little else is dirty: syncfs also waits for other
-    programs' unwritten data (a training job's checkpoint), which per-file fsyncs do not. A
-    failure fails the whole burst: every part stays a part, resumed by the next run."""
+    programs' unwritten data (a training job's checkpoint), which per-file fsyncs do not. And
+    only on a local disk's filesystem (SYNCFS_TYPES): a FUSE or network filesystem may not
+    pass a syncfs on to where the bytes live as it passes each fsync. A failure fails the
+    whole burst: every part stays a part, resumed by the next run."""
     syncfs = batch_syncfs() if len(fds) >= SYNCFS_MIN_FILES else None
     if syncfs is None or dirty_bytes() > SYNCFS_MAX_DIRTY:
         fsync_all(fds)
@@ -454,8 +456,34 @@ def make_durable(fds):
     devices = {}
     for fd in fds:
         devices.setdefault(os.fstat(fd).st_dev, fd)
+    if not all(fs_type(dev) in SYNCFS_TYPES for dev in devices):
+        fsync_all(fds)
+        return
     for fd in devices.values():
         syncfs(fd)
+
+
+SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
+_fs_types = {}
+
+
+def fs_type(dev):
+    """The filesystem type mounted from device `dev` (/proc/self/mountinfo), or None."""
+    if dev not in _fs_types:
+        found = None
+        want = f"{os.major(dev)}:{os.minor(dev)}"
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            fields, _, rest = line.partition(" - ")
+            fields = fields.split()
+            if len(fields) > 2 and fields[2] == want and rest:
+                found = rest.split()[0]
+        _fs_types[dev] = found
+    return _fs_types[dev]
 
 
 _syncfs = []
