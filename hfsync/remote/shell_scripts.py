@@ -233,6 +233,11 @@ hf_delete() {  # stdin: one path a line
 # the path, the part name (relative to D), then SIZE - offset bytes. Replies, one line each:
 # "A SEQ N" (the part stands at N; asked with OFFSET -1), "K SEQ N" (landed, N bytes written),
 # "H SEQ" (already in place), "X SEQ KIND FATAL MESSAGE" (FATAL 1: the stream stops).
+# hf_durable: coreutils >= 8.24 and busybox `sync FILE` fsync that file and say when it failed;
+# an older sync takes no operands and syncs everything, as durable but mute. Which one the host
+# has is asked once, on the state folder, so that a failing `sync FILE` is an error, never a
+# reason to fall back to a sync whose status says nothing about that file. (Comments here, not
+# in the script: the script crosses the wire on every run.)
 RECV = (
     COMMON
     + r"""
@@ -349,10 +354,6 @@ hf_seq=-
 if [ -n "$hf_missing" ]; then hf_x usage 1 "it lacks$hf_missing"; exit 4; fi
 hf_root "$1"
 hf_init || { hf_x "$hf_k" 1 "$hf_e"; exit 4; }
-# coreutils >= 8.24 and busybox `sync FILE` fsync that file, and say when it failed; an older
-# sync takes no operands and syncs everything, as durable but mute. Which one this is, is
-# asked once, on the state folder, so that a failing `sync FILE` is an error, never a
-# reason to fall back to a sync whose status says nothing about that file.
 hf_sync1=
 sync -- "$D" 2>/dev/null && hf_sync1=1
 hf_durable() {
