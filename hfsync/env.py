@@ -31,9 +31,19 @@ def hf_home() -> Path:
     home = get("HF_HOME")
     if home:
         return Path(home).expanduser()
+    return cache_home() / "huggingface"
+
+
+def cache_home() -> Path:
+    """`$XDG_CACHE_HOME`, else `~/.cache`."""
     xdg = get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface"
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+
+
+def hfsync_cache() -> Path:
+    """hfsync's own local caches (the pull archive's builds, hosts' interpreters):
+    `$XDG_CACHE_HOME/hfsync`, else `~/.cache/hfsync`."""
+    return cache_home() / "hfsync"
 
 
 def hub_cache() -> Path:

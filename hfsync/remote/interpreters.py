@@ -56,9 +56,7 @@ def interpreter(reported: Any) -> str:
 
 def folder() -> Path:
     """`$XDG_CACHE_HOME/hfsync/hosts`, else `~/.cache/hfsync/hosts`."""
-    xdg = env.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "hfsync" / "hosts"
+    return env.hfsync_cache() / "hosts"
 
 
 def _file(conn: Identified) -> Path | None:

@@ -136,9 +136,7 @@ def remote_path(zipapp: ZipApp) -> str:
 
 def default_dir() -> Path:
     """The local build cache: ``$XDG_CACHE_HOME/hfsync/zipapp``, else ``~/.cache/hfsync/zipapp``."""
-    xdg = env.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "hfsync" / "zipapp"
+    return env.hfsync_cache() / "zipapp"
 
 
 def build_zipapp(out_dir: Path | None = None) -> ZipApp:
