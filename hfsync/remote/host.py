@@ -318,25 +318,14 @@ class RemoteHost:
         holder = f"local {socket.gethostname()} pid {os.getpid()}"
         args = ("serve", f"{wait:g}" if lock else "-1", holder)
         remembered = interpreters.recall(self.conn)  # the host key was checked: this host's
-        if remembered is not None:
-            self.python = remembered
-            try:
-                session, hello = self._start(*args)
-            except ConnectionLostError:
-                raise
-            except HfsyncError:
-                session, hello = None, None
-            if hello is None:
-                if session is not None:
-                    error = session.why_stopped()
-                    session.close()
-                    if isinstance(error, ConnectionLostError):
-                        raise error
+        started = self._start_on(remembered, *args) if remembered else None
+        if started is None:
+            if remembered:
                 interpreters.forget(self.conn)
                 remembered = None
-        if remembered is None:
             self.python = "python3"  # found on PATH (a reconnect may reach another machine)
-            session, hello = self._start(*args)
+            started = self._start(*args)
+        session, hello = started
         if hello is None:
             error = session.why_stopped()
             session.close()
@@ -349,11 +338,29 @@ class RemoteHost:
             raise agent_error(hello.get("kind"), f"{self.description}: {hello['error']}")
         self.real_root = hello.get("root")
         self.python = interpreter(hello.get("python"))
-        if self.python != "python3":
+        if self.python not in ("python3", remembered):
             interpreters.remember(self.conn, self.python)
         self._control = session
         self._locked = lock
         self._lent = self._dropped = False
+
+    def _start_on(self, python: str, *args: str) -> tuple[Session, dict[str, Any]] | None:
+        """`_start` on a remembered interpreter; None when the agent did not start on it
+        (gone, broken, too old): the caller tries PATH. A lost connection is raised."""
+        self.python = python
+        try:
+            session, hello = self._start(*args)
+        except ConnectionLostError:
+            raise
+        except HfsyncError:
+            return None
+        if hello is not None:
+            return session, hello
+        error = session.why_stopped()
+        session.close()
+        if isinstance(error, ConnectionLostError):
+            raise error
+        return None
 
     def _start(self, mode: str, *args: str) -> tuple[Session, dict[str, Any] | None]:
         """A control session on `self.python` and its first line (None: it ended first)."""
