@@ -450,17 +450,15 @@ def make_durable(fds):
     pass a syncfs on to where the bytes live as it passes each fsync. A failure fails the
     whole burst: every part stays a part, resumed by the next run."""
     syncfs = batch_syncfs() if len(fds) >= SYNCFS_MIN_FILES else None
-    if syncfs is None or dirty_bytes() > SYNCFS_MAX_DIRTY:
+    devices = {}  # one fd per filesystem, when syncfs may serve
+    if syncfs is not None and dirty_bytes() <= SYNCFS_MAX_DIRTY:
+        for fd in fds:
+            devices.setdefault(os.fstat(fd).st_dev, fd)
+    if devices and all(fs_type(dev) in SYNCFS_TYPES for dev in devices):
+        for fd in devices.values():
+            syncfs(fd)
+    else:
         fsync_all(fds)
-        return
-    devices = {}
-    for fd in fds:
-        devices.setdefault(os.fstat(fd).st_dev, fd)
-    if not all(fs_type(dev) in SYNCFS_TYPES for dev in devices):
-        fsync_all(fds)
-        return
-    for fd in devices.values():
-        syncfs(fd)
 
 
 SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
