@@ -5,8 +5,9 @@ task, fetch its range with retries, write it with `pwrite` (a buffer that lands 
 file's hasher stands is hashed right from memory), journal it, and -- if it extended the file's
 finished prefix and nobody else is hashing that file -- hash the rest of the prefix from disk.
 Whoever hashes the last byte verifies, fsyncs and hands the file to the target (`finalize`),
-so files land as soon as they are complete. Small files are queued first so configs and
-tokenizers arrive before the big weights.
+so files land as soon as they are complete; in a run with many small files those are handed
+to the settler instead (settle.py), which makes a batch of them durable with one syncfs.
+Small files are queued first so configs and tokenizers arrive before the big weights.
 
 A server that answers a Range request with 200 gets one worker streaming the whole file from
 byte 0 instead (mirrors, proxies); the bytes are verified by size and hash the same way.
@@ -15,6 +16,7 @@ byte 0 instead (mirrors, proxies); the bytes are verified by size and hash the s
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +34,7 @@ from .partfile import disk_error
 from .ramp import Stopped, StreamRamp
 from .ranges import guided_piece
 from .ratelimit import TokenBucket
+from .settle import Settler
 from .space import allocated_bytes, check_free_space
 from .verify import HashPipe, HashThread, PrefixHasher
 from .wire import DataClient, Response
@@ -177,6 +180,7 @@ class _Engine:
         self._all_done = threading.Event()
         self._interrupted = False
         self._readers: dict[int, tuple[FileDownload, Response]] = {}
+        self.settler: Settler | None = None  # small files' durability, a batch at a time
         self.hash_thread = HashThread()  # hashes in-order buffers beside the receiving workers
         # 1 stream per big file first, more only while they add throughput (ramp.py)
         self.ramp = StreamRamp(config.connections, start=1)
@@ -196,6 +200,8 @@ class _Engine:
         try:
             return self._run_all(session)
         finally:
+            if self.settler is not None:
+                self.settler.close()  # after the workers: nothing is submitted any more
             session.close()  # every worker's keep-alive connections
             self.hash_thread.close()
 
@@ -237,6 +243,9 @@ class _Engine:
         files.sort(key=lambda f: (f.size, f.index))  # small files first
         tasks = [t for f in files for t in f.tasks(self.config.chunk_size)]
         self._remaining = len(files)
+        self.settler = Settler.for_run(
+            files, self._place, self._fail, lambda: self._remaining, self.stop
+        )
         if files:
             self._work(tasks)
         return TransferReport([o for o in self.outcomes if o is not None])
@@ -539,7 +548,14 @@ class _Engine:
                 f"{f.job.path}: content does not match its id {f.job.etag} "
                 "(downloaded twice); nothing was written to the destination"
             )
+        if self.settler is not None and self.settler.takes(f):
+            self.settler.submit(f, os.dup(f.part.fd))  # made durable with others (settle.py)
+            return
         f.part.fsync()
+        self._place(f)
+
+    def _place(self, f: FileDownload) -> None:
+        """Hand a verified part whose bytes are on disk to the target, and end the file."""
         if self.stop.is_set():
             raise Abandon
         try:
