@@ -43,6 +43,7 @@ MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
 READ_SIZE = 512 * 1024  # per read: large enough that per-call overhead is noise; x2 per worker
 MIN_PIECE = 2 * 1024 * 1024  # smallest piece near the end: ~0.1 s at 25 MB/s, one request each
 _STOP_GRACE = 5.0
+INLINE_HASH_MAX = 1024 * 1024  # files up to this size are hashed by the worker receiving them
 
 
 def run_transfers(
@@ -411,6 +412,10 @@ class _Engine:
             response.close()
             raise IntegrityError(f"{f.job.path}: the server has {total} bytes, expected {f.size}")
         end = min(last + 1, task.end)
+        # A small file is hashed by its worker: the HashThread's overlap pays for big streams,
+        # but a small body is whole after a read or two and its worker would only wait for it
+        # (two thread switches a file).
+        hash_pipe = pipe if f.size > INLINE_HASH_MAX else None
         reader = response
         complete = False
         with f.writing():
@@ -429,7 +434,7 @@ class _Engine:
                         return Retryable("connection closed before the end of the range")
                     self._throttle(n)
                     f.write(view[:n], task.pos)
-                    f.hash_inline(view[:n], task.pos, pipe)
+                    f.hash_inline(view[:n], task.pos, hash_pipe)
                     if ramp is not None:
                         ramp.count(n, task.pos == task.start)
                     task.pos += n
