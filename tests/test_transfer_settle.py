@@ -180,3 +180,34 @@ def test_fs_type_names_the_filesystem_of_a_device_from_mountinfo() -> None:
     assert root_type == "proc"
     assert syncfs.fs_type(os.makedev(4095, 4095)) is None  # no such device mounted
     assert not syncfs.may_serve(os.stat("/proc").st_dev)  # not a local disk's filesystem
+
+
+def test_parts_waiting_to_settle_stay_within_a_low_descriptor_limit(
+    hub: HubEmulator, hf_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each waiting part holds a descriptor: workers that outran the settler must wait for
+    room instead of piling up hundreds (EMFILE would fail files that were downloaded fine)."""
+    resource = pytest.importorskip("resource")
+    files = {f"f/{i:04d}.txt": os.urandom(64 + i % 50) for i in range(900)}
+    hub.create_repo("org/lots")
+    hub.commit("org/lots", files=files)
+    monkeypatch.setattr(syncfs, "may_serve", lambda dev: True)
+    monkeypatch.setattr(syncfs, "dirty_bytes", lambda: 0)
+    slow = threading.Event()
+
+    def slow_syncfs(fd: int) -> None:
+        slow.wait(0.2)  # a slow disk: the workers outrun the settler
+        os.sync()
+
+    monkeypatch.setattr(syncfs, "syncfs_call", lambda: slow_syncfs)
+    in_use = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = in_use + 2 * settle.MAX_BATCH + 120  # two batches, workers, sockets, the emulator's
+    if limit > soft:
+        pytest.skip(f"the descriptor limit here ({soft}) is already below {limit}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        hfsync.sync("org/lots", tmp_path / "d", endpoint=hub.endpoint, config=config())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert {p: (tmp_path / "d" / p).read_bytes() for p in files} == files

@@ -554,8 +554,14 @@ class _Engine:
                 "(downloaded twice); nothing was written to the destination"
             )
         if self.settler is not None and self.settler.takes(f):
-            self.settler.submit(f, os.dup(f.part.fd))  # made durable with others (settle.py)
-            return
+            assert f.part.fd is not None  # the worker's lease holds it open
+            try:
+                fd = os.dup(f.part.fd)
+            except OSError:  # out of descriptors: this one is fsynced by its worker
+                pass
+            else:
+                self.settler.submit(f, fd)  # made durable with others (settle.py)
+                return
         f.part.fsync()
         self._place(f)
 

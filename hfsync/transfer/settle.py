@@ -32,7 +32,7 @@ from .partfile import SMALL_FILE, disk_error
 MAX_SIZE = SMALL_FILE  # bigger files are written back as they arrive and fsynced by their worker
 MIN_FILES = 16  # a run with fewer small files fsyncs each in its worker, as before
 MIN_BATCH = 16  # a smaller batch is fsynced file by file: a syncfs would cost more
-MAX_BATCH = 256
+MAX_BATCH = 128  # parts gathered at most (each holds a descriptor until it is settled)
 MAX_AGE = 0.05  # seconds a verified part may wait for others before its batch is settled
 
 
@@ -87,8 +87,14 @@ class Settler:
         return f.size <= MAX_SIZE
 
     def submit(self, f: FileDownload, fd: int) -> None:
-        """Take a verified part and a descriptor of it (closed here when it is settled)."""
+        """Take a verified part and a descriptor of it (closed here when it is settled).
+
+        Waits while MAX_BATCH parts are pending: a descriptor is held per part, and a worker
+        that outran the settler would otherwise pile up thousands (EMFILE under a 1024 limit).
+        So at most two batches' worth are open: the one settling and the one gathering."""
         with self._cond:
+            while len(self._pending) >= MAX_BATCH and not self._closed:
+                self._cond.wait()
             if self._closed:
                 os.close(fd)
                 raise Abandon
@@ -125,6 +131,7 @@ class Settler:
                     return
                 batch, self._pending = self._pending, []
                 self._settling = len(batch)
+                self._cond.notify_all()  # workers waiting for room
             try:
                 self._settle(batch)
             finally:
