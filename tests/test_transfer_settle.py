@@ -77,6 +77,9 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     monkeypatch.setattr(syncfs, "syncfs_call", lambda: fake_syncfs)
     monkeypatch.setattr(syncfs, "may_serve", lambda dev: True)
     monkeypatch.setattr(syncfs, "dirty_bytes", lambda: 0)
+    # batches close when every open file waits (or MAX_BATCH), never by the clock: a loaded
+    # machine must not split them into ones too small for a syncfs
+    monkeypatch.setattr(settle, "MAX_AGE", 60.0)
     return log
 
 
@@ -117,6 +120,7 @@ def test_a_failed_syncfs_leaves_every_file_of_its_batch_a_part_and_is_a_disk_err
     monkeypatch.setattr(syncfs, "syncfs_call", lambda: failing)
     monkeypatch.setattr(syncfs, "may_serve", lambda dev: True)
     monkeypatch.setattr(syncfs, "dirty_bytes", lambda: 0)
+    monkeypatch.setattr(settle, "MAX_AGE", 60.0)  # one batch: see `events`
     dest = tmp_path / "dest"
     with pytest.raises(DiskError, match="cannot flush: Input/output error"):
         hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=config())

@@ -296,6 +296,8 @@ class _Engine:
             self._remaining -= 1
             last = self._remaining == 0
         self.progress.file_done(f.job, ok)
+        if self.settler is not None:
+            self.settler.wake()
         if last:
             self._all_done.set()  # before the queue closes, so no worker exits before it is set
             self.queue.close()

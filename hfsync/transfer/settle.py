@@ -101,6 +101,11 @@ class Settler:
             self._pending.append((f, fd))
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """A file of the run ended: the batch gathering may now hold every open file."""
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
         """Stop the thread (after the batch it is settling) and close what it still holds."""
         with self._cond:
