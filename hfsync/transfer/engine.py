@@ -303,8 +303,14 @@ class _Engine:
             self.queue.close()
 
     def _fail(self, f: FileDownload, error: BaseException) -> None:
+        """End `f` as failed; an error that is not an HfsyncError (a bug in handling one file:
+        it must not end the run) is reported as one naming the file."""
         if f.ended:
             return
+        if not isinstance(error, HfsyncError):
+            wrapped = HfsyncError(f"{f.job.path}: {type(error).__name__}: {error}")
+            wrapped.__cause__ = error
+            error = wrapped
         if isinstance(error, IntegrityError):
             f.discard()
         self._end(f, False, error)
@@ -331,12 +337,8 @@ class _Engine:
                 self._interrupted = True
                 self._shutdown()
                 return
-            except HfsyncError as exc:
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not end the run
                 self._fail(f, exc)
-            except Exception as exc:  # noqa: BLE001 - one file's bug must not kill the run
-                error = HfsyncError(f"{f.job.path}: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-                self._fail(f, error)
 
     def _check(self, task: Task) -> None:
         if self.stop.is_set() or task.file.is_stale(task):

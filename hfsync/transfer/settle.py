@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import HfsyncError
 from . import syncfs
 from .download import Abandon, FileDownload
 from .partfile import SMALL_FILE, disk_error
@@ -192,12 +191,8 @@ class Settler:
             self._place(f)
         except Abandon:
             pass
-        except HfsyncError as exc:
-            self._fail(f, exc)
-        except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the others
-            error = HfsyncError(f"{f.job.path}: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            self._fail(f, error)
+        except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+            self._fail(f, exc)  # the engine names the file in an error that is not its own
 
 
 def _open_anchor(part: Path) -> int | None:
