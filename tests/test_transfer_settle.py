@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import hfsync
-from hfsync.errors import DiskError
+from hfsync.errors import DiskError, HfsyncError
 from hfsync.testing.hub import HubEmulator
 from hfsync.transfer import TransferConfig, settle, syncfs
 from tests.clirun import user_files
@@ -215,3 +215,18 @@ def test_parts_waiting_to_settle_stay_within_a_low_descriptor_limit(
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert {p: (tmp_path / "d" / p).read_bytes() for p in files} == files
+
+
+def test_a_bug_in_the_settler_fails_its_files_instead_of_hanging_the_run(
+    hub: HubEmulator, repo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> int:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(syncfs, "may_serve", lambda dev: True)
+    monkeypatch.setattr(syncfs, "dirty_bytes", broken)
+    monkeypatch.setattr(settle, "MAX_AGE", 60.0)  # one batch: see `events`
+    dest = tmp_path / "dest"
+    with pytest.raises(HfsyncError, match=r"files failed; most severe: \S+: ValueError: boom"):
+        hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=config())
+    assert not {p for p in user_files(dest) if p.startswith("data/")}  # none placed unsynced

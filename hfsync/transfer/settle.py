@@ -54,7 +54,6 @@ class Settler:
         self._stop = stop
         self._cond = threading.Condition()
         self._pending: list[tuple[FileDownload, int]] = []
-        self._settling = 0
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="hfsync-settle", daemon=True)
         self._thread.start()
@@ -134,13 +133,12 @@ class Settler:
                 if self._closed:
                     return
                 batch, self._pending = self._pending, []
-                self._settling = len(batch)
                 self._cond.notify_all()  # workers waiting for room
             try:
                 self._settle(batch)
-            finally:
-                with self._cond:
-                    self._settling = 0
+            except Exception as exc:  # noqa: BLE001 - a file never ended would hang the run
+                for f, _ in batch:
+                    self._fail(f, exc)  # the engine skips those already ended
 
     def _full(self) -> bool:
         """Settle now: the batch is big enough, or no file of the run is still arriving."""
