@@ -30,7 +30,7 @@ from ..units import human_size
 from .download import Abandon, FileDownload, Task
 from .fetch import READ_ERRORS, Expired, Retryable, Timeouts, parse_content_range
 from .jobs import FileJob, FileOutcome, NullProgress, ProgressSink, TransferConfig, TransferReport
-from .partfile import disk_error
+from .partfile import SMALL_FILE, disk_error
 from .ramp import Stopped, StreamRamp
 from .ranges import guided_piece
 from .ratelimit import TokenBucket
@@ -43,7 +43,7 @@ MAX_HTTP_SIZE = 50 * 1000**3  # the Hub serves bigger files only through Xet
 READ_SIZE = 512 * 1024  # per read: large enough that per-call overhead is noise; x2 per worker
 MIN_PIECE = 2 * 1024 * 1024  # smallest piece near the end: ~0.1 s at 25 MB/s, one request each
 _STOP_GRACE = 5.0
-INLINE_HASH_MAX = 1024 * 1024  # files up to this size are hashed by the worker receiving them
+INLINE_HASH_MAX = SMALL_FILE  # files up to this size are hashed by the worker receiving them
 
 
 def run_transfers(
