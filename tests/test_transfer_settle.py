@@ -230,3 +230,16 @@ def test_a_bug_in_the_settler_fails_its_files_instead_of_hanging_the_run(
     with pytest.raises(HfsyncError, match=r"files failed; most severe: \S+: ValueError: boom"):
         hfsync.sync(REPO, dest, endpoint=hub.endpoint, config=config())
     assert not {p for p in user_files(dest) if p.startswith("data/")}  # none placed unsynced
+
+
+def test_the_push_agent_keeps_the_same_syncfs_rules_in_its_own_copy() -> None:
+    """The agent runs alone on the host's python3 and cannot import syncfs.py: its copy of the
+    rules must not drift from this one (which filesystems, how much dirty, how big a batch)."""
+    from hfsync.remote import agent
+
+    assert agent.SYNCFS_TYPES == syncfs.LOCAL_TYPES
+    assert agent.SYNCFS_MAX_DIRTY == syncfs.MAX_DIRTY
+    assert agent.SYNCFS_MIN_FILES == settle.MIN_BATCH
+    assert (agent.batch_syncfs() is None) is (syncfs.syncfs_call() is None)
+    for dev in {os.stat(p).st_dev for p in ("/", "/proc", str(Path.cwd()))}:
+        assert agent.fs_type(dev) == syncfs.fs_type(dev)
