@@ -300,7 +300,6 @@ def sync_host(
     would pull plans through the push path's stdlib agent instead: the host's state is
     scanned, the archive is not sent and nothing is created there."""
     from .remote.connection import connect
-    from .remote.pull import PullOptions, prepare, pull, unreachable_error
     from .remote_sync import to_remote
 
     sinks = sinks or Sinks()
@@ -322,21 +321,23 @@ def sync_host(
     conn = None if opts.via == "push" else connected()
     try:
         use_pull, out.via_reason, plan = False, "", None
-        pull_opts = PullOptions(
-            repo_type=opts.repo_type,
-            revision=rev,
-            include=opts.include,
-            exclude=opts.exclude,
-            delete=opts.delete,
-            max_delete=opts.max_delete,
-            dry_run=opts.dry_run,
-            checksum=opts.checksum,
-            config=opts.config,
-        )
-        endpoint = env.endpoint(opts.endpoint)
-        if opts.via == "push":
+        if opts.via == "push":  # the pull modules (the zipapp builder among them) stay unloaded
             out.via_reason = "--via push"
         else:
+            from .remote.pull import PullOptions, prepare, pull, unreachable_error
+
+            pull_opts = PullOptions(
+                repo_type=opts.repo_type,
+                revision=rev,
+                include=opts.include,
+                exclude=opts.exclude,
+                delete=opts.delete,
+                max_delete=opts.max_delete,
+                dry_run=opts.dry_run,
+                checksum=opts.checksum,
+                config=opts.config,
+            )
+            endpoint = env.endpoint(opts.endpoint)
             plan = prepare(conn, opts.repo_id, pull_opts, endpoint, zipapp)
             blocker = plan.blocker
             if blocker and opts.via == "pull":
