@@ -1,5 +1,5 @@
-"""`python -m hfsync` runs the CLI."""
+"""`python -m hfsync` runs the CLI (through the same entry point as the `hfsync` script)."""
 
-from .cli import main
+from .launch import main
 
-main(prog_name="hfsync")
+main()
