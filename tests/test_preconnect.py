@@ -6,6 +6,8 @@
   the run's (a second connection would mean the guess was thrown away and paid twice).
 * A command that fails its usage checks exits at once with click's message, even while the
   guessed host has not answered (the early connection never holds the exit).
+* The end of every command (hfsync.launch, which skips the interpreter's teardown): the exit
+  status `sys.exit` would have given (every other subprocess test checks its own command's).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hfsync.launch import _exit_status
 from hfsync.remote.preconnect import guess
 from hfsync.testing.hub import HubEmulator
 from tests.clirun import hfsync, user_files
@@ -146,3 +149,13 @@ def test_a_silent_host_is_the_connect_timeout_line(repo: dict[str, bytes], tmp_p
         host.close()
     assert result.returncode == 7, result.stderr
     assert result.stderr.count("\n") == 1 and "127.0.0.1" in result.stderr
+
+
+# -- the exit ------------------------------------------------------------------------------
+
+
+def test_the_exit_status_is_what_sys_exit_would_give() -> None:
+    assert _exit_status(None) == 0
+    assert _exit_status(6) == 6
+    assert _exit_status(256 + 7) == 7
+    assert _exit_status(True) == 1
