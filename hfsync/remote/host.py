@@ -38,6 +38,7 @@ OLD_PYTHON = "python3 is older than 3.6"
 REPLY_TIMEOUT = 300.0  # a scan with --checksum prints nothing until every file is hashed
 SEND_STALL = 60.0  # seconds without window space before the link counts as dead
 RELOCK_WAIT = 10.0  # after a reconnect the old holder may take a moment to notice
+END_WAIT = 3.0  # seconds a closing control session gets to release the lock and exit
 
 
 @lru_cache(maxsize=1)
@@ -466,5 +467,22 @@ class RemoteHost:
         self._spare.clear()
         control, self._control = self._control, None
         if control is not None:
+            let_end(control.channel, self.conn)
             control.close()
         self.conn.close()
+
+
+def let_end(channel: paramiko.Channel, conn: SSHConnection) -> None:
+    """End the control session's input and wait (at most END_WAIT) for its remote process
+    to exit, so the folder's lock is released before this run reports it is done.
+
+    Why: the lock (the agent's flock, the shell's lock folder) goes when the remote process
+    exits, a moment after the channel's EOF reaches it. Without the wait, a run that ends
+    this process at once (hfsync.launch) left that moment to the host: a second run started
+    right after could still find the lock held (exit 8), and a lock folder could outlive the
+    run that made it. One round trip on a healthy connection; nothing on a dead one (its
+    channels are closed, which ends the wait)."""
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.shutdown_write()
+    if conn.is_alive():
+        channel.status_event.wait(END_WAIT)
