@@ -139,3 +139,18 @@ def test_many_small_files_push_once_and_are_current_after(
         assert json.loads(second.stdout)["bytes_pushed"] == 0
         # No file bytes the second time: the agent, the handshake and the scan request.
         assert proxy.bytes_up - up_first < 64 * 1024 + 100 * len(files)
+
+
+def test_a_file_shorter_than_planned_is_refused_not_padded_from_the_reused_batch(
+    tmp_path: Path,
+) -> None:
+    """The batch buffer is reused from frame to frame: a file that shrank since the plan
+    must raise, never leave the previous frame's bytes standing in for its missing tail."""
+    source = tmp_path / "f.bin"
+    source.write_bytes(b"new" * 100)
+    room = memoryview(bytearray(b"old" * 200))
+    with pytest.raises(push.SourceShrankError) as caught:
+        push._read_into(source, 0, room[:400])
+    assert caught.value.args and "100 bytes early" in str(caught.value)
+    push._read_into(source, 10, room[:290])
+    assert bytes(room[:290]) == (b"new" * 100)[10:]

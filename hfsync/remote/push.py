@@ -20,7 +20,6 @@ is an IntegrityError; a full remote disk stops the push (DiskError, the part kep
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import queue
 import threading
@@ -36,6 +35,7 @@ from hfsync.remote.channel import (
     RemoteClosedError,
     SourceShrankError,
     send_stream,
+    send_view,
 )
 from hfsync.remote.host import RemoteHost, Session
 from hfsync.remote.state import part_name
@@ -46,6 +46,10 @@ MAX_RECONNECTS = 5  # per run; each is up to RECONNECT_TRIES attempts with backo
 RECONNECT_TRIES = 3
 SMALL_FRAME = 256 << 10  # files (or what is left of them) up to this size are batched
 BATCH_BYTES = 1 << 20  # a batch is sent when it holds this much (or no other file is ready)
+# A stream's batch buffer, made once and reused (a fresh one per batch was ~1 MiB of newly
+# faulted pages each time, three times over with the copies): a full batch plus one more
+# small frame and its header. A frame that cannot fit (a header this long) goes on its own.
+BATCH_ROOM = BATCH_BYTES + SMALL_FRAME + (64 << 10)
 
 
 @dataclass
@@ -90,7 +94,8 @@ class _Stream:
         self.generation = self.session.generation
         self.backlog: deque[dict[str, Any]] = deque()
         self.pending: dict[str, PushJob] = {}
-        self.batch = bytearray()  # frames of small files not sent yet (all in `pending`)
+        self._batch: bytearray | None = None  # BATCH_ROOM bytes, made at the first small frame
+        self.batch = 0  # bytes of frames of small files in it, not sent yet (all in `pending`)
         # Only the agent reads our JSON headers as they are; a session that rewrites them in
         # `send` (the shell loop, remote/shell_push.py) gets each one through `send`.
         self.batching = type(self.session).send is Session.send
@@ -132,17 +137,15 @@ class _Stream:
         remote = job.remote
         data, job.data = job.data, None  # a resend reads the file again
         if self.batching and job.offset >= 0 and remote.size - job.offset <= SMALL_FRAME:
-            if data is not None and job.offset == 0 and len(data) == remote.size:
-                body = data
-            else:
-                body = _read_exactly(job.source, job.offset, remote.size - job.offset)
-            self.pending[remote.path] = job
-            self.batch += self._header(job)
-            self.batch += body
-            self.batched.append((job, on_progress, len(body)))
-            if len(self.batch) >= BATCH_BYTES:
+            header = self._header(job)
+            n = len(header) + remote.size - job.offset
+            if self.batch + n > BATCH_ROOM:
                 self.flush()
-            return job.offset
+            if n <= BATCH_ROOM:
+                self._add(job, header, data, on_progress)
+                if self.batch >= BATCH_BYTES:
+                    self.flush()
+                return job.offset
         self.flush()  # frames stay in order, and nothing waits behind a long body
         self.pending[remote.path] = job
         self._send(self._header(job))
@@ -166,14 +169,33 @@ class _Stream:
     def last_batched(self) -> PushJob | None:
         return self.batched[-1][0] if self.batched else None
 
+    def _add(self, job: PushJob, header: bytes, data: bytes | None, on_progress: Any) -> None:
+        """Append a small file's frame to the batch: the file read straight into it unless
+        its bytes were read ahead."""
+        if self._batch is None:
+            self._batch = bytearray(BATCH_ROOM)
+        remote, view = job.remote, memoryview(self._batch)
+        start = self.batch + len(header)
+        length = remote.size - job.offset
+        view[self.batch : start] = header
+        if data is not None and job.offset == 0 and len(data) == remote.size:
+            view[start : start + length] = data
+        else:
+            _read_into(job.source, job.offset, view[start : start + length])
+        self.pending[remote.path] = job
+        self.batch = start + length
+        self.batched.append((job, on_progress, length))
+
     def flush(self) -> None:
         """Send the batched frames in one go, then count their bytes as sent."""
         if not self.batch:
             return
-        batch, self.batch = self.batch, bytearray()
+        assert self._batch is not None
+        view = memoryview(self._batch)[: self.batch]
+        self.batch = 0
         done, self.batched = self.batched, []
         try:
-            send_stream(self.session.channel, io.BytesIO(batch), 0, len(batch), close_write=False)
+            send_view(self.session.channel, view)
         except ConnectionLostError:
             raise _Lost() from None
         except RemoteClosedError:
@@ -514,3 +536,16 @@ def _read_exactly(source: Path, offset: int, length: int) -> bytes:
     if len(data) < length:
         raise SourceShrankError(length - len(data))
     return data
+
+
+def _read_into(source: Path, offset: int, view: memoryview) -> None:
+    """Fill `view` with `source`'s bytes from `offset` (SourceShrankError when it is shorter)."""
+    with open(source, "rb", buffering=0) as f:
+        if offset:
+            f.seek(offset)
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise SourceShrankError(len(view) - got)
+            got += n
