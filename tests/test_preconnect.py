@@ -4,6 +4,9 @@
   and never when an option changes where or how to connect.
 * A real run through a byte-counting proxy makes exactly one SSH connection: the early one is
   the run's (a second connection would mean the guess was thrown away and paid twice).
+* Its TCP connection starts before paramiko is imported only where nothing can send the run
+  elsewhere (a numeric address; no ssh config file, proxy or jump host), and it is used only
+  when it goes where the resolved settings go.
 * A command that fails its usage checks exits at once with click's message, even while the
   guessed host has not answered (the early connection never holds the exit).
 * The end of every command (hfsync.launch, which skips the interpreter's teardown): the exit
@@ -19,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from hfsync.launch import _exit_status
-from hfsync.remote.preconnect import guess
+from hfsync.remote.connection import resolve
+from hfsync.remote.preconnect import _connected, early_socket, guess
+from hfsync.remote.sshcmd import parse_ssh_command
 from hfsync.testing.hub import HubEmulator
 from tests.clirun import hfsync, user_files
 from tests.sshd import SSHServer
@@ -69,6 +74,58 @@ def test_the_documented_shape_is_guessed() -> None:
 )
 def test_anything_else_is_not_guessed(argv: list[str]) -> None:
     assert guess(argv) is None
+
+
+# -- the early TCP connection --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ssh -p {port} root@localhost",  # a name: resolving it could block, or differ
+        "ssh -p {port} -J jump@10.0.0.9 root@127.0.0.1",
+        "ssh -p {port} -o ProxyCommand='nc %h %p' root@127.0.0.1",
+        "ssh -p {port} -F {home}/other_config root@127.0.0.1",
+    ],
+)
+def test_no_early_tcp_connection_where_the_run_could_go_elsewhere(
+    command: str, _isolated_home: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        spec = parse_ssh_command(command.format(port=port, home=_isolated_home))
+        assert early_socket(spec) is None
+
+
+def test_no_early_tcp_connection_when_an_ssh_config_may_apply(_isolated_home: Path) -> None:
+    (_isolated_home / ".ssh" / "config").write_text("Host 127.0.0.1\n  Port 2222\n")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert early_socket(parse_ssh_command(f"ssh -p {port} root@127.0.0.1")) is None
+        early = early_socket(parse_ssh_command(f"ssh -F none -p {port} root@127.0.0.1"))
+        assert early is not None  # `-F none`: no config file is read
+        early[0].close()
+
+
+def test_the_early_tcp_connection_is_used_only_where_the_settings_go() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        spec = parse_ssh_command(f"ssh -p {port} root@127.0.0.1")
+        early = early_socket(spec)
+        assert early is not None
+        sock = _connected(early, resolve(spec))
+        assert sock is not None
+        accepted, _ = listener.accept()
+        sock.sendall(b"SSH-2.0-x\r\n")
+        assert accepted.recv(64) == b"SSH-2.0-x\r\n"
+        accepted.close()
+        sock.close()
+
+        elsewhere = resolve(parse_ssh_command(f"ssh -p {port + 1} root@127.0.0.1"))
+        early = early_socket(spec)
+        assert early is not None
+        assert _connected(early, elsewhere) is None
+        assert early[0].fileno() == -1  # closed: the run connects where its settings say
 
 
 # -- end to end ----------------------------------------------------------------------------

@@ -315,11 +315,13 @@ class SSHConnection:
                 raise SSHConnectError(f"cannot start ProxyCommand for {s.display}: {exc}") from None
         return _tcp_connect(s)
 
-    def open(self) -> SSHConnection:
-        """Establish (or re-establish) the connection; returns self."""
+    def open(self, sock: socket.socket | None = None) -> SSHConnection:
+        """Establish (or re-establish) the connection; returns self. `sock`: a TCP connection
+        to the settings' address made already (hfsync.remote.preconnect), to use instead."""
         self.close()
         try:
-            sock = self._open_socket()
+            if sock is None:
+                sock = self._open_socket()
         except BaseException:
             self.close()  # a jump connection may be up already
             raise
