@@ -37,9 +37,22 @@ def main() -> None:
         cli(prog_name="hfsync")
     except SystemExit as exc:
         code = _exit_status(exc.code)
+    except OSError as exc:
+        code = _output_failed(exc)
     else:
         code = 0
     _exit_now(code)
+
+
+def _output_failed(exc: OSError) -> int:
+    """What escapes click is its own writing failing (`hfsync --help > /dev/full`): every
+    command maps its errors to one line itself (cli.common.handle_errors), and click handles
+    a closed pipe. One line, and the status Python gives a failed flush of stdout."""
+    try:
+        print(f"hfsync: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+    return BROKEN_STDOUT
 
 
 def _exit_status(code: object) -> int:

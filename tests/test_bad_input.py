@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,18 @@ def test_dest_and_cache_dir_together_is_a_usage_error(tmp_path: Path) -> None:
     result = hfsync("sync", "org/m", tmp_path / "d", "--cache-dir", tmp_path / "c")
     assert result.returncode == 2
     assert "not both" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["sync", "--help"]])
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hfsync", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 120
+    assert proc.stderr == "hfsync: cannot write the output: No space left on device\n"
