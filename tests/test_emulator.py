@@ -514,3 +514,15 @@ def test_standalone_demo_and_commit_subcommand(tmp_path: Path):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "Traceback" not in err
+
+
+def test_a_bounded_log_keeps_the_latest_requests(tmp_path: Path) -> None:
+    """A standalone emulator (bench, demo) serves for hours: its log keeps the last requests
+    only, and still counts them in arrival order."""
+    hub = HubEmulator(tmp_path / "hub", log_limit=3).start()
+    try:
+        for i in range(5):
+            requests.get(f"{hub.endpoint}/api/models/none/n{i}", timeout=10)
+    finally:
+        hub.stop()
+    assert [r.path for r in hub.log] == [f"/api/models/none/n{i}" for i in (2, 3, 4)]

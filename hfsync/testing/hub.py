@@ -29,6 +29,7 @@ import random
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -78,7 +79,11 @@ class HubEmulator:
         url_ttl: float = 3600.0,
         port: int = 0,
         cdn_port: int = 0,
+        log_limit: int | None = None,
     ) -> None:
+        """`log_limit`: keep only the last this many requests in the log (a long-lived
+        standalone emulator: its log grew to 612 MB after ~200k requests); None keeps all,
+        as tests that count requests need."""
         self.root = Path(root)
         self.store = Store(self.root, lfs_threshold)
         self.page_size = page_size
@@ -87,7 +92,7 @@ class HubEmulator:
         self._ports = (port, cdn_port)
         self.signer = UrlSigner()
         self.total_pacer = Pacer()  # shared by all connections (faults.rate_total)
-        self._log: list[Request] = []
+        self._log: deque[Request] = deque(maxlen=log_limit)
         self._errors: list[str] = []
         self._log_lock = threading.Lock()
         self.stopping = threading.Event()  # set by stop(): stalled responses end
@@ -330,7 +335,7 @@ def _serve(argv: Sequence[str]) -> int:
                     help="serve the repos already under --root (always on)")  # fmt: skip
     args = ap.parse_args(argv)
     hub = HubEmulator(args.root, args.page_size, args.lfs_threshold, args.url_ttl,
-                      args.port, args.cdn_port)  # fmt: skip
+                      args.port, args.cdn_port, log_limit=STANDALONE_LOG)  # fmt: skip
     hub.faults.rate_per_conn, hub.faults.rate_total = args.rate_per_conn, args.rate_total
     hub.faults.latency = args.latency
     for spec in args.token:
@@ -379,6 +384,9 @@ def _commit(argv: Sequence[str]) -> int:
                        branch=args.branch, message=args.message)  # fmt: skip
     print(sha)
     return 0
+
+
+STANDALONE_LOG = 10_000  # requests a standalone emulator remembers (nothing reads them back)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
