@@ -165,7 +165,10 @@ def test_second_push_moves_nothing_and_rewrites_nothing(
     assert doc["counts"]["unchanged"] == len(repo) and doc["bytes_pushed"] == 0
     assert snapshot(dest) == before
     assert downloads(hub) == []
-    assert up < 64 * 1024, up  # the scripts, the listing and the handshake: no file bytes
+    # The scripts, the listed paths and the handshake came to 65,232 bytes (2026-12-04),
+    # 300 short of the old 64 KiB bound; onnx/model.onnx (40,000 bytes) sent again would
+    # still cross this one by far.
+    assert up < 80 * 1024, up
 
 
 def test_a_changed_file_moves_alone_and_checksum_finds_a_flipped_byte(
