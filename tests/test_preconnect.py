@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hfsync.launch import _exit_status
+from hfsync.remote.channel import SSHConnectError
 from hfsync.remote.connection import resolve
 from hfsync.remote.preconnect import _connected, early_socket, guess
 from hfsync.remote.sshcmd import parse_ssh_command
@@ -126,6 +128,41 @@ def test_the_early_tcp_connection_is_used_only_where_the_settings_go() -> None:
         assert early is not None
         assert _connected(early, elsewhere) is None
         assert early[0].fileno() == -1  # closed: the run connects where its settings say
+
+
+def test_an_early_connect_that_hangs_is_the_timeout_error_not_a_second_wait() -> None:
+    """A host that drops the SYN (here: a listener whose accept queue is full) times out
+    once, with the line a fresh connect gives; a second connect would double the wait."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        queued = []
+        while True:  # fill the accept queue until a connect no longer completes
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            queued.append(s)
+            if not select.select([], [s], [], 0.5)[1] or len(queued) > 16:
+                break
+        try:
+            spec = parse_ssh_command(f"ssh -p {port} -o ConnectTimeout=1 root@127.0.0.1")
+            early = early_socket(spec)
+            assert early is not None
+            with pytest.raises(SSHConnectError, match="timed out after 1 s connecting to"):
+                _connected(early, resolve(spec))
+            assert early[0].fileno() == -1
+        finally:
+            for s in queued:
+                s.close()
+
+
+def test_an_early_connect_that_is_refused_is_the_refused_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    spec = parse_ssh_command(f"ssh -p {port} root@127.0.0.1")  # nothing listens there now
+    early = early_socket(spec)
+    assert early is not None
+    with pytest.raises(SSHConnectError, match="connection refused by 127.0.0.1"):
+        _connected(early, resolve(spec))
 
 
 # -- end to end ----------------------------------------------------------------------------

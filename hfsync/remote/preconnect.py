@@ -25,8 +25,9 @@ non-blocking connect, so the TCP handshake and sshd's start for this connection 
 re-exec, config and host keys) happen during the ~0.09 s of that import instead of after it
 (one round trip fewer on a WAN). Only where nothing can redirect it: a numeric address, no
 ssh config file that could apply (`-F none`, or no ~/.ssh/config), no proxy or jump host.
-Anything wrong with it (refused, slow, not the address `resolve` settles on) closes it, and
-the connection is made as before, meeting its own error.
+If `resolve` settles on another address it is closed and the run connects as before; if it
+is refused or does not connect within the connect timeout, that is the run's error, as a
+fresh connect's would have been (not a second attempt and a second wait).
 """
 
 from __future__ import annotations
@@ -106,23 +107,32 @@ def early_socket(spec: SSHSpec) -> EarlySocket | None:
 
 def _connected(early: EarlySocket | None, settings: Settings) -> socket.socket | None:
     """The early socket, connected and blocking, if it is what `settings` would connect to;
-    else None (closed)."""
+    else None (closed: the run connects itself). A connect that failed or did not finish
+    within the connect timeout raises the SSHConnectError a fresh connect would have raised
+    (a second attempt would have doubled the wait for a silent address)."""
     if early is None:
         return None
+    from hfsync.remote.connection import _socket_error
+
     sock, host, port, family = early
     same = (settings.hostname, settings.port, settings.address_family) == (host, port, family)
+    if not same or settings.proxy_command or settings.jump_hosts:
+        sock.close()
+        return None
     try:
-        if same and not settings.proxy_command and not settings.jump_hosts:
-            _, writable, _ = select.select([], [sock], [], settings.connect_timeout)
-            if writable and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                sock.setblocking(True)
-                sock.settimeout(settings.connect_timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-    except OSError:
-        pass
-    sock.close()
-    return None
+        _, writable, _ = select.select([], [sock], [], settings.connect_timeout)
+        if not writable:
+            raise TimeoutError
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+        sock.setblocking(True)
+        sock.settimeout(settings.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        sock.close()
+        raise _socket_error(exc, settings, host, port) from None
+    return sock
 
 
 class Early:
