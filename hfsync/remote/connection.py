@@ -42,7 +42,13 @@ from hfsync.remote.channel import (
     drain,
     send_stream,
 )
-from hfsync.remote.sshcmd import SSHSpec, format_display, parse_jump_hosts, parse_port
+from hfsync.remote.sshcmd import (
+    SSHSpec,
+    address_family,
+    format_display,
+    parse_jump_hosts,
+    parse_port,
+)
 
 __all__ = [
     "ConnectionLostError",
@@ -182,9 +188,7 @@ def resolve(spec: SSHSpec, *, timeout: float | None = None) -> Settings:
     if proxy_command and "proxycommand" in cli:
         proxy_command = _expand_tokens(proxy_command, hostname, port, user, spec.host)
     jumps = spec.jump_hosts if "proxyjump" in cli else parse_jump_hosts(jump) if jump else ()
-    family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(
-        (get("addressfamily") or "any").lower(), socket.AF_UNSPEC
-    )
+    family = address_family(get("addressfamily"))
     agent = get("identityagent")
     return Settings(
         hostname=hostname,

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hfsync.errors import HfsyncError
-from hfsync.remote.sshcmd import SSHSpec, parse_ssh_command
+from hfsync.remote.sshcmd import SSHSpec, address_family, parse_ssh_command
 
 if TYPE_CHECKING:
     from hfsync.remote.connection import Settings, SSHConnection
@@ -72,7 +72,6 @@ def guess(argv: Sequence[str]) -> SSHSpec | None:
         return None  # the run reports it, as a usage error, before any network
 
 
-FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 EarlySocket = tuple[socket.socket, str, int, int]  # (socket, host, port, family)
 
 
@@ -89,7 +88,7 @@ def early_socket(spec: SSHSpec) -> EarlySocket | None:
     elif config.lower() != "none":
         return None
     host, port = options.get("hostname") or spec.host, spec.port or 22
-    family = FAMILIES.get((options.get("addressfamily") or "any").lower(), socket.AF_UNSPEC)
+    family = address_family(options.get("addressfamily"))
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     except (OSError, UnicodeError):

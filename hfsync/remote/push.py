@@ -524,14 +524,7 @@ class Pusher:
 
 def read_small(source: Path, length: int) -> bytes:
     """A whole small file of `length` bytes (SourceShrankError when it is shorter)."""
-    return _read_exactly(source, 0, length)
-
-
-def _read_exactly(source: Path, offset: int, length: int) -> bytes:
-    """`length` bytes of `source` from `offset` (a small file, read whole for a batch)."""
     with open(source, "rb", buffering=0) as f:
-        if offset:
-            f.seek(offset)
         data = f.read(length)
     if len(data) < length:
         raise SourceShrankError(length - len(data))

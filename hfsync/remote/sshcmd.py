@@ -13,6 +13,7 @@ never silently means something else.
 from __future__ import annotations
 
 import shlex
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +121,14 @@ def format_display(host: str, port: int | None, user: str | None) -> str:
     if port is not None:
         shown = f"{shown}:{port}"
     return f"{user}@{shown}" if user else shown
+
+
+def address_family(value: str | None) -> int:
+    """The socket family an ``AddressFamily`` value (``inet``, ``inet6``, ``any``/unset) names:
+    one mapping for `connection.resolve` and the early connect of `preconnect`, which must
+    agree for the early socket to be used."""
+    families = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+    return families.get((value or "any").lower(), socket.AF_UNSPEC)
 
 
 def parse_port(value: str, what: str = "port") -> int:

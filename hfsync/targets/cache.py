@@ -363,7 +363,7 @@ class CacheTarget:
         One lstat, one readlink and one stat per symlinked entry, on str paths: on 2,000
         entries the earlier lexists + is_symlink + stat + isfile on pathlib paths cost 41 ms
         of CPU against 22 ms, and this runs on every sync and push that has a cache."""
-        if snapshot is None or commit is None:
+        if snapshot is None:  # no commit: no snapshot to look in
             return None
         check_remote_path(path)
         entry = os.path.join(snapshot, *path.split("/"))
