@@ -88,7 +88,7 @@ def sync(
     validate_repo_id(repo_id)
     started = time.monotonic()
     config = config or TransferConfig()
-    client = client or HubClient(endpoint, token, pool_size=config.connections + 4)
+    client = client or HubClient(endpoint, token, pool_size=config.most_connections + 4)
     target = target or open_target(dest, repo_id=repo_id, repo_type=repo_type, cache_dir=cache_dir)
     progress = progress or NullProgress()
     calls_before = client.api_calls

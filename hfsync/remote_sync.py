@@ -143,7 +143,7 @@ def to_remote(
     spec = parse_ssh_command(ssh_command)  # usage errors before any network
     started = time.monotonic()
     config = config or TransferConfig()
-    client = client or HubClient(endpoint, token, pool_size=config.connections + 4)
+    client = client or HubClient(endpoint, token, pool_size=config.most_connections + 4)
     cache = CacheTarget(repo_id, repo_type, cache_dir)
     calls_before = client.api_calls
 

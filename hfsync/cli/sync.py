@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..defaults import DEFAULT_CHUNK_TEXT, DEFAULT_CONNECTIONS
+from ..defaults import DEFAULT_CHUNK_TEXT, DEFAULT_CONNECTIONS, DEFAULT_SMALL_CONNECTIONS
 from ..errors import UsageError
 from ..transfer.jobs import NullProgress, ProgressSink, TransferConfig
 from ..units import parse_size
@@ -31,11 +31,14 @@ def transfer_options(func):  # noqa: ANN001, ANN201 - a click decorator
         "-j",
         "--jobs",
         type=click.IntRange(1, 256),
-        default=DEFAULT_CONNECTIONS,
-        show_default=True,
+        default=None,
         envvar="HFSYNC_CONNECTIONS",
         show_envvar=True,
-        help="Parallel HTTP connections shared by all files and chunks.",
+        help=(
+            "Parallel HTTP connections shared by all files and chunks, at most. "
+            f"[default: {DEFAULT_CONNECTIONS} for big files' chunks, "
+            f"{DEFAULT_SMALL_CONNECTIONS} for small files]"
+        ),
     )(func)
 
 
@@ -71,9 +74,14 @@ def plan_options(func):  # noqa: ANN001, ANN201 - a click decorator
     return func
 
 
-def transfer_config(connections: int, chunk_size: str, bwlimit: str | None) -> TransferConfig:
+def transfer_config(
+    connections: int | None, chunk_size: str, bwlimit: str | None
+) -> TransferConfig:
+    """The executor's knobs from the options; `connections` None is the default policy (more
+    connections for small files, whose time is latency), a number caps every kind at it."""
     return TransferConfig(
-        connections=connections,
+        connections=connections or DEFAULT_CONNECTIONS,
+        small_connections=connections or DEFAULT_SMALL_CONNECTIONS,
         chunk_size=parse_size(chunk_size, "--chunk-size"),
         bwlimit=parse_size(bwlimit, "--bwlimit") if bwlimit else None,
     )
@@ -143,7 +151,7 @@ def sync(
     dry_run: bool,
     checksum: bool,
     quiet: bool,
-    connections: int,
+    connections: int | None,
     chunk_size: str,
     bwlimit: str | None,
     cache_dir: Path | None,

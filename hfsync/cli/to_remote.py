@@ -111,7 +111,7 @@ def to_remote(
     dry_run: bool,
     checksum: bool,
     quiet: bool,
-    connections: int,
+    connections: int | None,
     chunk_size: str,
     bwlimit: str | None,
     cache_dir: Path | None,

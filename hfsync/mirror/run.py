@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..auth import redact
-from ..defaults import DEFAULT_CONNECTIONS
+from ..defaults import DEFAULT_CONNECTIONS, DEFAULT_SMALL_CONNECTIONS
 from ..errors import (
     DiskError,
     HfsyncError,
@@ -210,9 +210,14 @@ def run_mirror(
         token = _read_token(config)
         parallel = min(config.parallel, len(config.items)) or 1
         connections = config.connections or DEFAULT_CONNECTIONS
-        client = HubClient(config.endpoint, token, pool_size=connections + 4)
+        client = HubClient(
+            config.endpoint,
+            token,
+            pool_size=max(connections, config.connections or DEFAULT_SMALL_CONNECTIONS) + 4,
+        )
         transfer = TransferConfig(
             connections=max(1, connections // parallel),
+            small_connections=max(1, (config.connections or DEFAULT_SMALL_CONNECTIONS) // parallel),
             bwlimit=config.bwlimit / parallel if config.bwlimit else None,
         )
         state = metrics.read_state(config.state_path)

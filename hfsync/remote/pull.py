@@ -84,7 +84,8 @@ class PullOptions:
             out.append("--dry-run")
         if self.checksum:
             out.append("--checksum")
-        out += ["--connections", str(self.config.connections)]
+        if self.config.most_connections == self.config.connections:  # an explicit cap
+            out += ["--connections", str(self.config.connections)]
         out += ["--chunk-size", str(self.config.chunk_size)]
         if self.config.bwlimit:
             out += ["--bwlimit", str(int(self.config.bwlimit))]

@@ -16,6 +16,7 @@ byte 0 instead (mirrors, proxies); the bytes are verified by size and hash the s
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 import threading
 import time
@@ -94,9 +95,14 @@ class _TaskQueue:
             self._queued += sum(t.end - t.start for t in tasks)
             self._cond.notify_all()
 
-    def get(self) -> Task | None:
+    def get(self, small_only: bool = False) -> Task | None:
+        """The next task, None once closed; `small_only` waits while the next one is not a
+        whole small file (the extra small-file workers: a big file's chunks never get more
+        streams than `connections`)."""
         with self._cond:
-            while not self._items and not self._closed:
+            while not self._closed and (
+                not self._items or (small_only and self._items[0].file.size > SMALL_FILE)
+            ):
                 self._cond.wait()
             if self._closed:
                 return None
@@ -255,9 +261,13 @@ class _Engine:
         self.queue.put(tasks)
         # all connections even for few tasks: a refetch or a resumed file can add work later
         count = max(1, self.config.connections)
+        small = sum(1 for t in tasks if t.file.size <= SMALL_FILE)  # one task each
+        extra = min(small - count, (self.config.small_connections or count) - count)
         workers = [
-            threading.Thread(target=self._worker, name=f"hfsync-transfer-{i}", daemon=True)
-            for i in range(count)
+            threading.Thread(
+                target=self._worker, args=(i >= count,), name=f"hfsync-transfer-{i}", daemon=True
+            )
+            for i in range(count + max(0, extra))
         ]
         for worker in workers:
             worker.start()
@@ -318,12 +328,14 @@ class _Engine:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def _worker(self) -> None:
-        # two receive buffers: one is hashed on the hash thread while the other fills
-        pipe = HashPipe(memoryview(bytearray(2 * READ_SIZE)), self.hash_thread)
+    def _worker(self, small_only: bool = False) -> None:
+        # Two receive buffers: one is hashed on the hash thread while the other fills. Anonymous
+        # memory, not a bytearray (which zeroes all of it): a worker that only ever receives
+        # small files touches, and keeps resident, only the pages those used.
+        pipe = HashPipe(memoryview(mmap.mmap(-1, 2 * READ_SIZE)), self.hash_thread)
         buf = pipe.buffer()  # also reused for every read-back hash (after pipe.drain())
         while True:
-            task = self.queue.get()
+            task = self.queue.get(small_only)
             if task is None:
                 return
             f = task.file

@@ -42,12 +42,20 @@ class TransferConfig:
     """Knobs of the executor; defaults are chosen by `scripts/bench`."""
 
     connections: int = DEFAULT_CONNECTIONS
+    # Workers for whole small files (up to SMALL_FILE) beyond `connections`: their time is
+    # latency, not bandwidth. None: `connections` (an explicit `--connections N` caps both).
+    small_connections: int | None = None
     chunk_size: int = DEFAULT_CHUNK
     max_tries: int = 6
     bwlimit: float | None = None  # bytes per second across all connections
     verify: bool = True  # hash every file against its content id (size is always checked)
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
+
+    @property
+    def most_connections(self) -> int:
+        """Connections open at once at most: what a shared HTTP pool must hold."""
+        return max(self.connections, self.small_connections or 0)
 
 
 @dataclass
