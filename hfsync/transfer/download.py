@@ -47,11 +47,11 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
     if not hasattr(os, "posix_fadvise"):  # not Linux-like: no sync_file_range either
         return None
     import ctypes  # only for downloads big enough to need it
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        func = libc.sync_file_range
+        # The process's own symbols (libc's among them), as syncfs.py and the agent look them
+        # up: `ctypes.util.find_library("c")` forks `/sbin/ldconfig -p`, mid-download.
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     func.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
