@@ -181,19 +181,25 @@ def process_cpu(pid: int) -> float | None:
 
 @dataclass
 class Link:
-    """The emulated network: per-connection and total caps in bytes/s (None = loopback speed)."""
+    """The emulated network: per-connection and total caps in bytes/s (None = loopback speed)
+    and a wait before each response (a CDN edge's round trip and time to first byte; issue
+    12's setup has 20 ms: without it many small files measure CPU, not the latency they pay
+    on a real link)."""
 
     rate_per_conn: float | None = None
     rate_total: float | None = None
+    latency: float = 0.0
 
     def describe(self) -> str:
-        if not self.rate_per_conn and not self.rate_total:
+        if not self.rate_per_conn and not self.rate_total and not self.latency:
             return "unthrottled loopback"
         parts = []
         if self.rate_per_conn:
             parts.append(f"{self.rate_per_conn / 1e6:g} MB/s per connection")
         if self.rate_total:
             parts.append(f"{self.rate_total / 1e6:g} MB/s total")
+        if self.latency:
+            parts.append(f"{self.latency * 1000:g} ms per request")
         return ", ".join(parts)
 
 
@@ -218,6 +224,8 @@ def emulator(root: Path, link: Link, log: Path, python: str = sys.executable) ->
         cmd += ["--rate-per-conn", repr(link.rate_per_conn)]
     if link.rate_total:
         cmd += ["--rate-total", repr(link.rate_total)]
+    if link.latency:
+        cmd += ["--latency", repr(link.latency)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
