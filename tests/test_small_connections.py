@@ -39,16 +39,21 @@ def _small_file_connections(hub: HubEmulator) -> set[int]:
     }
 
 
-def test_default_fetches_small_files_over_more_connections_than_chunks(
-    hub: HubEmulator, hf_env: Path, tmp_path: Path
-) -> None:
+def _sync(hub: HubEmulator, tmp_path: Path, *args: str, env: dict | None = None) -> None:
+    """Commit the repo, sync it with 20 ms per request, check every file arrived exactly."""
     files = _repo(hub)
     hub.faults.latency = 0.02
     dest = tmp_path / "dest"
-    result = hfsync("sync", REPO, dest, "--chunk-size", "256K", "-q")
+    result = hfsync("sync", REPO, dest, "-q", *args, env=env)
     assert result.returncode == 0, result.stderr
     got = user_files(dest)
     assert {p: got.get(p) for p in files} == files
+
+
+def test_default_fetches_small_files_over_more_connections_than_chunks(
+    hub: HubEmulator, hf_env: Path, tmp_path: Path
+) -> None:
+    _sync(hub, tmp_path, "--chunk-size", "256K")
     small = _small_file_connections(hub)
     assert DEFAULT_CONNECTIONS < len(small) <= DEFAULT_SMALL_CONNECTIONS, len(small)
     chunk_connections = {r.conn_id for r in cdn_gets(hub)}
@@ -58,13 +63,7 @@ def test_default_fetches_small_files_over_more_connections_than_chunks(
 def test_explicit_connections_cap_small_files_too(
     hub: HubEmulator, hf_env: Path, tmp_path: Path
 ) -> None:
-    files = _repo(hub)
-    hub.faults.latency = 0.02
-    dest = tmp_path / "dest"
-    result = hfsync("sync", REPO, dest, "--chunk-size", "256K", "-q", "--connections", "4")
-    assert result.returncode == 0, result.stderr
-    got = user_files(dest)
-    assert {p: got.get(p) for p in files} == files
+    _sync(hub, tmp_path, "--chunk-size", "256K", "--connections", "4")
     assert 1 <= len(_small_file_connections(hub)) <= 4
     assert len({r.conn_id for r in cdn_gets(hub)}) <= 4
 
@@ -72,11 +71,5 @@ def test_explicit_connections_cap_small_files_too(
 def test_connections_from_the_environment_cap_small_files(
     hub: HubEmulator, hf_env: Path, tmp_path: Path
 ) -> None:
-    files = _repo(hub)
-    hub.faults.latency = 0.02
-    dest = tmp_path / "dest"
-    result = hfsync("sync", REPO, dest, "-q", env={"HFSYNC_CONNECTIONS": "3"})
-    assert result.returncode == 0, result.stderr
-    got = user_files(dest)
-    assert {p: got.get(p) for p in files} == files
+    _sync(hub, tmp_path, env={"HFSYNC_CONNECTIONS": "3"})
     assert 1 <= len(_small_file_connections(hub)) <= 3
