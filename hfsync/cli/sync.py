@@ -77,11 +77,9 @@ def plan_options(func):  # noqa: ANN001, ANN201 - a click decorator
 def transfer_config(
     connections: int | None, chunk_size: str, bwlimit: str | None
 ) -> TransferConfig:
-    """The executor's knobs from the options; `connections` None is the default policy (more
-    connections for small files, whose time is latency), a number caps every kind at it."""
-    return TransferConfig(
-        connections=connections or DEFAULT_CONNECTIONS,
-        small_connections=connections or DEFAULT_SMALL_CONNECTIONS,
+    """The executor's knobs from the options (`--connections` unset: the default policy)."""
+    return TransferConfig.for_connections(
+        connections,
         chunk_size=parse_size(chunk_size, "--chunk-size"),
         bwlimit=parse_size(bwlimit, "--bwlimit") if bwlimit else None,
     )

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from ..auth import redact
-from ..defaults import DEFAULT_CONNECTIONS, DEFAULT_SMALL_CONNECTIONS
 from ..errors import (
     DiskError,
     HfsyncError,
@@ -209,17 +208,9 @@ def run_mirror(
         report = MirrorReport(str(config.path), started=time.time(), dry_run=dry_run)
         token = _read_token(config)
         parallel = min(config.parallel, len(config.items)) or 1
-        connections = config.connections or DEFAULT_CONNECTIONS
-        client = HubClient(
-            config.endpoint,
-            token,
-            pool_size=max(connections, config.connections or DEFAULT_SMALL_CONNECTIONS) + 4,
-        )
-        transfer = TransferConfig(
-            connections=max(1, connections // parallel),
-            small_connections=max(1, (config.connections or DEFAULT_SMALL_CONNECTIONS) // parallel),
-            bwlimit=config.bwlimit / parallel if config.bwlimit else None,
-        )
+        whole = TransferConfig.for_connections(config.connections, bwlimit=config.bwlimit)
+        client = HubClient(config.endpoint, token, pool_size=whole.most_connections + 4)
+        transfer = whole.shared_by(parallel)
         state = metrics.read_state(config.state_path)
         earlier = metrics.previous_successes(config.metrics_file)
 

@@ -262,12 +262,12 @@ class _Engine:
         # all connections even for few tasks: a refetch or a resumed file can add work later
         count = max(1, self.config.connections)
         small = sum(1 for t in tasks if t.file.size <= SMALL_FILE)  # one task each
-        extra = min(small - count, (self.config.small_connections or count) - count)
+        extra = max(0, min(small, self.config.small_connections or count) - count)
         workers = [
             threading.Thread(
                 target=self._worker, args=(i >= count,), name=f"hfsync-transfer-{i}", daemon=True
             )
-            for i in range(count + max(0, extra))
+            for i in range(count + extra)
         ]
         for worker in workers:
             worker.start()

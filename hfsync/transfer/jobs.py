@@ -7,11 +7,17 @@ transfers without importing any of the machinery.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..defaults import CONNECT_TIMEOUT, DEFAULT_CHUNK, DEFAULT_CONNECTIONS, READ_TIMEOUT
+from ..defaults import (
+    CONNECT_TIMEOUT,
+    DEFAULT_CHUNK,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_SMALL_CONNECTIONS,
+    READ_TIMEOUT,
+)
 
 
 @dataclass
@@ -52,10 +58,30 @@ class TransferConfig:
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
 
+    @classmethod
+    def for_connections(cls, connections: int | None, **knobs: Any) -> TransferConfig:
+        """The `--connections` policy: None is the default (DEFAULT_CONNECTIONS chunk streams,
+        DEFAULT_SMALL_CONNECTIONS for small files, whose time is latency), a number caps both."""
+        return cls(
+            connections=connections or DEFAULT_CONNECTIONS,
+            small_connections=connections or DEFAULT_SMALL_CONNECTIONS,
+            **knobs,
+        )
+
     @property
     def most_connections(self) -> int:
         """Connections open at once at most: what a shared HTTP pool must hold."""
         return max(self.connections, self.small_connections or 0)
+
+    def shared_by(self, parts: int) -> TransferConfig:
+        """This config's connections and rate split between `parts` transfers at once."""
+        small = self.small_connections
+        return replace(
+            self,
+            connections=max(1, self.connections // parts),
+            small_connections=None if small is None else max(1, small // parts),
+            bwlimit=self.bwlimit / parts if self.bwlimit else None,
+        )
 
 
 @dataclass
